@@ -1,0 +1,1 @@
+//! duplex: tokio WebSocket client and server (placeholder).
