@@ -1,3 +1,5 @@
+//! Close status codes and close frames (RFC 6455 §7.4).
+
 use crate::utf8::Utf8Bytes;
 
 /// A WebSocket close status code (RFC 6455 §7.4).

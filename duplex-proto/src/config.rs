@@ -1,3 +1,5 @@
+//! Connection limits and options.
+
 use crate::deflate::DeflateConfig;
 use crate::error::ConfigError;
 

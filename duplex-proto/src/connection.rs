@@ -1,15 +1,62 @@
 //! The WebSocket state machine. See [`Connection`].
 
+use crate::close::{CloseCode, CloseFrame};
 use crate::config::Config;
-use crate::close::CloseFrame;
-use crate::deflate::DeflateParams;
+use crate::deflate::{DeflateCodec, DeflateParams};
 use crate::error::{ProtocolError, SendError};
+use crate::frame::{apply_mask, encode_frame, write_header, FrameHeader, OpCode};
 use crate::message::{Event, Message};
 use crate::role::Role;
-use bytes::{Bytes, BytesMut};
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 
+mod outbuf;
+use outbuf::OutQueue;
+
+/// Payloads up to this size are copied next to their header so that many small frames go
+/// out as one contiguous write; larger ones are queued by reference (no copy).
+const INLINE_PAYLOAD: usize = 4096;
+
+/// Control frame payloads are at most 125 bytes (RFC 6455 §5.5), so a close reason is at
+/// most 123 bytes after the two-byte code.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloseState {
+    /// Both directions open.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Sent,
+    /// The close handshake finished, or the connection failed.
+    Closed,
+}
+
+/// A frame whose header has been read and whose payload is still arriving.
+#[derive(Clone, Copy, Debug)]
+struct InFrame {
+    header: FrameHeader,
+    /// Payload bytes already consumed.
+    done: usize,
+}
+
+/// A data message being reassembled from fragments or from a frame that arrives in pieces.
+#[derive(Debug)]
+struct Assembly {
+    text: bool,
+    compressed: bool,
+    buf: BytesMut,
+    fragments: usize,
+    utf8: Utf8Validator,
+}
+
 /// One WebSocket connection after the opening handshake, for either role.
+///
+/// The core owns everything RFC 6455 and RFC 7692 decide: control replies (ping → pong,
+/// close → close reply), the close handshake, fragment reassembly, UTF-8 checks (failing as
+/// soon as the bytes received so far cannot be valid), permessage-deflate, size limits, and
+/// turning a protocol violation into the right close frame. It owns no socket, task or clock.
 ///
 /// # Driving contract
 ///
@@ -26,53 +73,683 @@ use std::io::IoSlice;
 ///   connection failed): flush, then a server closes the TCP connection and a client waits
 ///   briefly for the server to do so (RFC 6455 §7.1.1).
 pub struct Connection {
-    _role: Role,
-    _config: Config,
+    role: Role,
+    config: Config,
+    deflate_params: Option<DeflateParams>,
+    codec: Option<Box<DeflateCodec>>,
+    state: CloseState,
+    failed: bool,
+    close_received: bool,
+    read: BytesMut,
+    frame: Option<InFrame>,
+    message: Option<Box<Assembly>>,
+    events: VecDeque<Event>,
+    out: OutQueue,
+    peer_close: Option<CloseFrame>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("failed", &self.failed)
+            .field("deflate", &self.deflate_params)
+            .field("buffered_in", &self.read.len())
+            .field("pending_out", &self.out.len())
+            .finish_non_exhaustive()
     }
 }
 
-#[allow(missing_docs, clippy::todo, unused_variables)]
 impl Connection {
     /// A connection without extensions.
     pub fn new(role: Role, config: Config) -> Self {
-        Self { _role: role, _config: config }
+        Self::with_deflate(role, config, None)
     }
-    /// A connection with negotiated permessage-deflate parameters.
+
+    /// A connection with the permessage-deflate parameters negotiated in the handshake.
     pub fn with_deflate(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
-        todo!()
+        let level = config.deflate.as_ref().map_or(1, |d| d.compression_level);
+        Self {
+            role,
+            codec: deflate.map(|p| Box::new(DeflateCodec::new(role, p, level))),
+            deflate_params: deflate,
+            config,
+            state: CloseState::Open,
+            failed: false,
+            close_received: false,
+            read: BytesMut::new(),
+            frame: None,
+            message: None,
+            events: VecDeque::new(),
+            out: OutQueue::default(),
+            peer_close: None,
+        }
     }
-    pub fn role(&self) -> Role { todo!() }
-    pub fn config(&self) -> &Config { todo!() }
-    pub fn deflate(&self) -> Option<DeflateParams> { todo!() }
-    pub fn handle_bytes(&mut self, data: &[u8]) -> Result<(), ProtocolError> { todo!() }
-    pub fn read_buffer(&mut self) -> &mut BytesMut { todo!() }
-    pub fn handle_read(&mut self) -> Result<(), ProtocolError> { todo!() }
-    pub fn handle_eof(&mut self) -> Result<(), ProtocolError> { todo!() }
-    pub fn poll_event(&mut self) -> Option<Event> { todo!() }
-    pub fn send(&mut self, message: Message) -> Result<(), SendError> { todo!() }
-    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> { todo!() }
-    pub fn ping(&mut self, payload: Bytes) -> Result<(), SendError> { todo!() }
-    pub fn pong(&mut self, payload: Bytes) -> Result<(), SendError> { todo!() }
-    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> { todo!() }
-    pub fn has_pending_transmit(&self) -> bool { todo!() }
-    pub fn pending_transmit_len(&self) -> usize { todo!() }
-    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> usize { todo!() }
-    pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize { todo!() }
-    pub fn advance_transmit(&mut self, n: usize) { todo!() }
-    pub fn is_closed(&self) -> bool { todo!() }
-    pub fn is_closing(&self) -> bool { todo!() }
-    pub fn can_send(&self) -> bool { todo!() }
-    pub fn close_frame(&self) -> Option<&CloseFrame> { todo!() }
-    pub fn release_idle_memory(&mut self) { todo!() }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate_params
+    }
+
+    /// Feeds bytes read from the transport.
+    ///
+    /// # Errors
+    /// The first protocol violation found. The close frame that tells the peer why is
+    /// already queued: flush it, then close the transport. Later input is ignored.
+    pub fn handle_bytes(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        if self.discards_input() {
+            return Ok(());
+        }
+        self.read.extend_from_slice(data);
+        self.handle_read()
+    }
+
+    /// The buffer the driver may read into directly (then call
+    /// [`Connection::handle_read`]), saving a copy. It may hold unprocessed bytes; append
+    /// only.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.read
+    }
+
+    /// Processes whatever is in [`Connection::read_buffer`].
+    ///
+    /// # Errors
+    /// As [`Connection::handle_bytes`].
+    pub fn handle_read(&mut self) -> Result<(), ProtocolError> {
+        if self.discards_input() {
+            self.read.clear();
+            return Ok(());
+        }
+        self.process().inspect_err(|e| self.fail(e))
+    }
+
+    /// Reports the end of the input stream.
+    ///
+    /// # Errors
+    /// [`ProtocolError::AbnormalClosure`] (close code 1006) when the stream ended before the
+    /// close handshake finished.
+    pub fn handle_eof(&mut self) -> Result<(), ProtocolError> {
+        if self.state == CloseState::Closed {
+            return Ok(());
+        }
+        self.failed = true;
+        self.state = CloseState::Closed;
+        self.message = None;
+        self.frame = None;
+        Err(ProtocolError::AbnormalClosure)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues a text or binary message, compressed when permessage-deflate was negotiated.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] once we sent a close frame or the connection failed.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::TEXT, t.into_bytes()),
+            Message::Binary(b) => (OpCode::BINARY, b),
+        };
+        let min = self
+            .config
+            .deflate
+            .as_ref()
+            .map_or(0, |d| d.min_compress_size);
+        match &mut self.codec {
+            Some(codec) if payload.len() >= min => {
+                let mut compressed = BytesMut::with_capacity(payload.len() / 2 + 16);
+                codec.compress(&payload, &mut compressed)?;
+                self.queue_data(opcode, true, compressed.freeze());
+            }
+            _ => self.queue_data(opcode, false, payload),
+        }
+        Ok(())
+    }
+
+    /// Queues a message prepared once for many connections.
+    ///
+    /// Without compression on this connection the pre-encoded frame is queued by reference;
+    /// otherwise the message is compressed for this connection as [`Connection::send`] would.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
+        if self.role == Role::Server
+            && self.codec.is_none()
+            && frame.message.len() <= self.config.max_send_frame_size
+        {
+            if !self.can_send() {
+                return Err(SendError::Closed);
+            }
+            if frame.frame.len() <= INLINE_PAYLOAD {
+                self.out.tail().extend_from_slice(&frame.frame);
+            } else {
+                self.out.push(frame.frame.clone());
+            }
+            return Ok(());
+        }
+        self.send(frame.message.clone())
+    }
+
+    /// Queues a ping.
+    ///
+    /// # Errors
+    /// [`SendError::ControlFrameTooLong`] over 125 bytes; [`SendError::Closed`] after close.
+    pub fn ping(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.queue_control(OpCode::PING, &payload)
+    }
+
+    /// Queues an unsolicited pong (a unidirectional heartbeat, RFC 6455 §5.5.3). Pongs that
+    /// answer pings are sent by the core itself.
+    ///
+    /// # Errors
+    /// As [`Connection::ping`].
+    pub fn pong(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.queue_control(OpCode::PONG, &payload)
+    }
+
+    /// Starts the closing handshake; `None` sends a close frame without a status code.
+    ///
+    /// # Errors
+    /// [`SendError::InvalidCloseCode`] for codes that may not be sent,
+    /// [`SendError::ControlFrameTooLong`] for reasons over 123 bytes, [`SendError::Closed`]
+    /// when already closing.
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if let Some(f) = &frame {
+            if !f.code.is_sendable() {
+                return Err(SendError::InvalidCloseCode(f.code.as_u16()));
+            }
+            if f.reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+                return Err(SendError::ControlFrameTooLong);
+            }
+        }
+        self.queue_close(frame.as_ref());
+        self.state = CloseState::Sent;
+        Ok(())
+    }
+
+    /// Whether bytes wait to be written.
+    pub fn has_pending_transmit(&self) -> bool {
+        self.out.len() > 0
+    }
+
+    /// How many bytes wait to be written; drivers apply backpressure on this.
+    pub fn pending_transmit_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Moves every pending byte into `out` and returns how many there were.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> usize {
+        self.out.drain_into(out)
+    }
+
+    /// Fills `dst` with slices of the pending bytes, in order, for a vectored write; returns
+    /// how many slices were filled. Follow with [`Connection::advance_transmit`].
+    pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out.slices(dst)
+    }
+
+    /// Marks `n` pending bytes as written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.out.advance(n);
+    }
+
+    /// The close handshake is over, or the connection failed: nothing more will be read,
+    /// and once the pending bytes are written the transport can be closed.
+    pub fn is_closed(&self) -> bool {
+        self.state == CloseState::Closed
+    }
+
+    /// We sent a close frame and wait for the peer's.
+    pub fn is_closing(&self) -> bool {
+        self.state == CloseState::Sent
+    }
+
+    /// Whether messages may still be queued.
+    pub fn can_send(&self) -> bool {
+        self.state == CloseState::Open
+    }
+
+    /// The peer's close frame, once received (`None` also when it carried no code).
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.peer_close.as_ref()
+    }
+
+    /// Whether the peer's close frame has been received.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// Frees buffers that hold nothing, so an idle connection keeps only its fixed state.
+    /// Call it when the driver goes idle (for example before waiting for the next read).
+    pub fn release_idle_memory(&mut self) {
+        if self.read.is_empty() && self.read.capacity() > 0 {
+            self.read = BytesMut::new();
+        }
+        self.out.release_if_empty();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+    }
+
+    // ---- input -------------------------------------------------------------------------
+
+    fn discards_input(&self) -> bool {
+        self.failed || self.close_received
+    }
+
+    fn process(&mut self) -> Result<(), ProtocolError> {
+        loop {
+            if self.close_received {
+                // Nothing may follow a close frame (RFC 6455 §5.5.1).
+                self.read.clear();
+                return Ok(());
+            }
+            let mut frame = match self.frame.take() {
+                Some(frame) => frame,
+                None => match FrameHeader::parse(&self.read)? {
+                    None => return Ok(()),
+                    Some((header, len)) => {
+                        self.check_header(&header)?;
+                        self.read.advance(len);
+                        InFrame { header, done: 0 }
+                    }
+                },
+            };
+            let header = frame.header;
+            // check_header bounded the length by max_frame_size, so it fits in usize.
+            let len = header.payload_len as usize;
+
+            if header.opcode.is_control() {
+                if self.read.len() < len {
+                    self.frame = Some(frame);
+                    return Ok(());
+                }
+                let mut payload = self.read.split_to(len);
+                if let Some(mask) = header.mask {
+                    apply_mask(&mut payload, mask, 0);
+                }
+                self.on_control(header.opcode, payload.freeze())?;
+                continue;
+            }
+
+            if frame.done == 0
+                && self.message.is_none()
+                && header.fin
+                && !header.rsv1()
+                && self.read.len() >= len
+            {
+                // The common case: a whole, unfragmented, uncompressed message is here.
+                // Hand out the bytes without copying.
+                let mut payload = self.read.split_to(len);
+                if let Some(mask) = header.mask {
+                    apply_mask(&mut payload, mask, 0);
+                }
+                let message = if header.opcode == OpCode::TEXT {
+                    if simdutf8::basic::from_utf8(&payload).is_err() {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                    Message::Text(Utf8Bytes::from_bytes_unchecked(payload.freeze()))
+                } else {
+                    Message::Binary(payload.freeze())
+                };
+                self.events.push_back(Event::Message(message));
+                continue;
+            }
+
+            if frame.done == 0 {
+                self.begin_frame(&header);
+            }
+            let take = (len - frame.done).min(self.read.len());
+            if take > 0 || len == 0 {
+                let mut chunk = self.read.split_to(take);
+                if let Some(mask) = header.mask {
+                    apply_mask(&mut chunk, mask, frame.done);
+                }
+                frame.done += take;
+                self.absorb(&chunk, header.fin && frame.done == len)?;
+            }
+            if frame.done < len {
+                self.frame = Some(frame);
+                return Ok(());
+            }
+            if header.fin {
+                self.finish_message()?;
+            }
+        }
+    }
+
+    /// Every rule that can be decided from the header alone, so a bad frame fails before its
+    /// payload is buffered.
+    fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        let allowed_rsv = if self.codec.is_some() { 0b100 } else { 0 };
+        if h.rsv & !allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if !h.opcode.is_known() {
+            return Err(ProtocolError::UnknownOpcode(h.opcode.as_u8()));
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            if h.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlFrameTooLong);
+            }
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if h.rsv1() {
+                return Err(ProtocolError::InvalidCompressedFrame);
+            }
+            return Ok(());
+        }
+        let (compressed, buffered, fragments) = match (&self.message, h.opcode) {
+            (None, OpCode::CONTINUATION) => return Err(ProtocolError::UnexpectedContinuation),
+            (Some(_), OpCode::TEXT | OpCode::BINARY) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            (Some(_), _) if h.rsv1() => return Err(ProtocolError::InvalidCompressedFrame),
+            (Some(m), _) => (m.compressed, m.buf.len(), m.fragments),
+            (None, _) => (h.rsv1(), 0, 0),
+        };
+        if h.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig {
+                size: h.payload_len,
+                max: self.config.max_frame_size,
+            });
+        }
+        // Uncompressed sizes are known up front; compressed ones are checked while
+        // inflating.
+        if !compressed && buffered as u64 + h.payload_len > self.config.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooBig {
+                max: self.config.max_message_size,
+            });
+        }
+        if fragments >= self.config.max_fragments {
+            return Err(ProtocolError::TooManyFragments {
+                max: self.config.max_fragments,
+            });
+        }
+        Ok(())
+    }
+
+    fn begin_frame(&mut self, h: &FrameHeader) {
+        match &mut self.message {
+            Some(m) => m.fragments += 1,
+            None => {
+                let capacity = if h.rsv1() {
+                    0
+                } else {
+                    // Bounded by max_frame_size in check_header.
+                    h.payload_len as usize
+                };
+                self.message = Some(Box::new(Assembly {
+                    text: h.opcode == OpCode::TEXT,
+                    compressed: h.rsv1(),
+                    buf: BytesMut::with_capacity(capacity),
+                    fragments: 1,
+                    utf8: Utf8Validator::new(),
+                }));
+            }
+        }
+    }
+
+    /// Adds a chunk of (unmasked) payload to the message in progress; `last` marks the end
+    /// of the message's final frame.
+    fn absorb(&mut self, chunk: &[u8], last: bool) -> Result<(), ProtocolError> {
+        let max = self.config.max_message_size;
+        let Some(m) = self.message.as_deref_mut() else {
+            return Ok(());
+        };
+        let start = m.buf.len();
+        if m.compressed {
+            match self.codec.as_deref_mut() {
+                Some(codec) => codec.decompress(chunk, last, &mut m.buf, max)?,
+                None => return Err(ProtocolError::ReservedBits),
+            }
+        } else {
+            m.buf.extend_from_slice(chunk);
+        }
+        if m.text {
+            m.utf8
+                .feed(&m.buf[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    fn finish_message(&mut self) -> Result<(), ProtocolError> {
+        let Some(mut m) = self.message.take() else {
+            return Ok(());
+        };
+        let payload = std::mem::take(&mut m.buf).freeze();
+        let message = if m.text {
+            m.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Message::Text(Utf8Bytes::from_bytes_unchecked(payload))
+        } else {
+            Message::Binary(payload)
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    fn on_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ProtocolError> {
+        match opcode {
+            OpCode::PING => {
+                if self.state == CloseState::Open {
+                    self.encode_control(OpCode::PONG, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::PONG => self.events.push_back(Event::Pong(payload)),
+            _ => {
+                let frame = parse_close_payload(payload)?;
+                self.close_received = true;
+                self.message = None;
+                if self.state == CloseState::Open {
+                    // Echo the status code, as endpoints typically do (RFC 6455 §5.5.1).
+                    let reply = frame.as_ref().map(|f| CloseFrame::new(f.code, ""));
+                    self.queue_close(reply.as_ref());
+                }
+                self.state = CloseState::Closed;
+                self.peer_close.clone_from(&frame);
+                self.events.push_back(Event::Close(frame));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queue a close frame carrying the error's code
+    /// if we still may, and stop reading.
+    fn fail(&mut self, error: &ProtocolError) {
+        self.failed = true;
+        self.frame = None;
+        self.message = None;
+        self.read.clear();
+        if self.state == CloseState::Open {
+            let code = error.close_code();
+            if code.is_sendable() {
+                let reason = truncate_reason(&error.to_string());
+                self.queue_close(Some(&CloseFrame::new(code, reason)));
+            }
+        }
+        self.state = CloseState::Closed;
+    }
+
+    // ---- output ------------------------------------------------------------------------
+
+    fn mask(&self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Client => Some(mask_key()),
+            Role::Server => None,
+        }
+    }
+
+    fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlFrameTooLong);
+        }
+        self.encode_control(opcode, payload);
+        Ok(())
+    }
+
+    fn encode_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = self.mask();
+        encode_frame(self.out.tail(), true, false, opcode, mask, payload);
+    }
+
+    fn queue_close(&mut self, frame: Option<&CloseFrame>) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let len = match frame {
+            Some(f) => {
+                payload[..2].copy_from_slice(&f.code.as_u16().to_be_bytes());
+                let reason = f.reason.as_bytes();
+                let n = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+                payload[2..2 + n].copy_from_slice(&reason[..n]);
+                2 + n
+            }
+            None => 0,
+        };
+        self.encode_control(OpCode::CLOSE, &payload[..len]);
+    }
+
+    fn queue_data(&mut self, opcode: OpCode, compressed: bool, mut payload: Bytes) {
+        let max = self.config.max_send_frame_size;
+        if payload.len() <= max {
+            self.queue_frame(true, compressed, opcode, payload);
+            return;
+        }
+        let mut opcode = opcode;
+        let mut rsv1 = compressed;
+        loop {
+            let chunk = payload.split_to(max.min(payload.len()));
+            let fin = payload.is_empty();
+            self.queue_frame(fin, rsv1, opcode, chunk);
+            if fin {
+                return;
+            }
+            opcode = OpCode::CONTINUATION;
+            rsv1 = false;
+        }
+    }
+
+    fn queue_frame(&mut self, fin: bool, rsv1: bool, opcode: OpCode, payload: Bytes) {
+        let mask = self.mask();
+        if mask.is_some() || payload.len() <= INLINE_PAYLOAD {
+            encode_frame(self.out.tail(), fin, rsv1, opcode, mask, &payload);
+        } else {
+            write_header(self.out.tail(), fin, rsv1, opcode, None, payload.len());
+            self.out.push(payload);
+        }
+    }
 }
 
-/// A server-role frame encoded once and sent on many connections (hub fan-out).
+fn parse_close_payload(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(ProtocolError::InvalidClosePayload),
+        _ => {
+            let code = CloseCode::new(u16::from_be_bytes([payload[0], payload[1]]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode(code.as_u16()));
+            }
+            let reason = Utf8Bytes::try_from_bytes(payload.slice(2..))
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// Cuts a reason to the 123 bytes a close frame can carry, at a character boundary.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+/// A fresh masking key from the operating system's CSPRNG (RFC 6455 §5.3 asks for a strong
+/// source of entropy), drawn from a per-thread pool so it costs one syscall per 64 frames.
+fn mask_key() -> [u8; 4] {
+    use std::cell::RefCell;
+    const POOL: usize = 256;
+    thread_local! {
+        static KEYS: RefCell<([u8; POOL], usize)> = const { RefCell::new(([0; POOL], POOL)) };
+    }
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        let (pool, pos) = &mut *keys;
+        if *pos + 4 > POOL {
+            getrandom::fill(pool).expect("the OS random number generator is available");
+            *pos = 0;
+        }
+        let key = [pool[*pos], pool[*pos + 1], pool[*pos + 2], pool[*pos + 3]];
+        *pos += 4;
+        key
+    })
+}
+
+/// A server-role frame encoded once and sent on many connections (hub fan-out): the
+/// payload is framed once and shared by reference.
 #[derive(Clone, Debug)]
 pub struct PreparedFrame {
-    _plain: Bytes,
+    message: Message,
+    frame: Bytes,
 }
+
+impl PreparedFrame {
+    /// Frames `message` once (unmasked, uncompressed, one frame).
+    pub fn new(message: Message) -> Self {
+        let opcode = if message.is_text() {
+            OpCode::TEXT
+        } else {
+            OpCode::BINARY
+        };
+        let mut buf = BytesMut::new();
+        encode_frame(&mut buf, true, false, opcode, None, message.as_bytes());
+        Self {
+            message,
+            frame: buf.freeze(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The encoded frame.
+    pub fn frame_bytes(&self) -> &Bytes {
+        &self.frame
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,6 @@
+//! Errors, split by layer: the peer broke the protocol, we misused the send side, or the
+//! configuration is inconsistent.
+
 use crate::close::CloseCode;
 
 /// The peer broke RFC 6455 or RFC 7692, or exceeded a configured limit.

@@ -1,3 +1,5 @@
+//! Data messages and the events the core reports.
+
 use crate::close::CloseFrame;
 use crate::utf8::Utf8Bytes;
 use bytes::Bytes;

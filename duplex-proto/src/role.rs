@@ -1,3 +1,5 @@
+//! Client or server.
+
 /// Which end of the connection this side is.
 ///
 /// The role decides masking (RFC 6455 §5.3: clients mask every frame, servers never do) and

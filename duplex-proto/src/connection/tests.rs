@@ -1,0 +1,473 @@
+use super::*;
+use crate::deflate::DeflateParams;
+use proptest::prelude::*;
+
+fn pair_with(config: Config, deflate: Option<DeflateParams>) -> (Connection, Connection) {
+    (
+        Connection::with_deflate(Role::Client, config.clone(), deflate),
+        Connection::with_deflate(Role::Server, config, deflate),
+    )
+}
+
+fn pair() -> (Connection, Connection) {
+    pair_with(Config::default(), None)
+}
+
+/// Moves everything `from` has to send into `to`, returning `to`'s verdict.
+fn pump(from: &mut Connection, to: &mut Connection) -> Result<(), ProtocolError> {
+    let mut wire = BytesMut::new();
+    from.poll_transmit(&mut wire);
+    to.handle_bytes(&wire)
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+/// A client-masked frame, for hand-written input to a server.
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let header = FrameHeader {
+        fin: first & 0x80 != 0,
+        rsv: (first >> 4) & 7,
+        opcode: OpCode::new(first),
+        mask: Some([1, 2, 3, 4]),
+        payload_len: payload.len() as u64,
+    };
+    let mut buf = [0; crate::frame::MAX_HEADER_LEN];
+    let n = header.encode(&mut buf);
+    out.extend_from_slice(&buf[..n]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], [1, 2, 3, 4], 0);
+    out.to_vec()
+}
+
+/// The close code of the close frame a connection queued.
+fn queued_close_code(conn: &mut Connection) -> Option<u16> {
+    let mut wire = BytesMut::new();
+    conn.poll_transmit(&mut wire);
+    let mut peer = Connection::new(conn.role().peer(), Config::default());
+    let _ = peer.handle_bytes(&wire);
+    events(&mut peer).into_iter().find_map(|e| match e {
+        Event::Close(f) => Some(f.map_or(1005, |f| f.code.as_u16())),
+        _ => None,
+    })
+}
+
+#[test]
+fn messages_flow_both_ways() {
+    let (mut client, mut server) = pair();
+    client.send(Message::text("hello")).unwrap();
+    client.send(Message::binary(vec![0u8, 1, 2])).unwrap();
+    pump(&mut client, &mut server).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![
+            Event::Message(Message::text("hello")),
+            Event::Message(Message::binary(vec![0u8, 1, 2]))
+        ]
+    );
+    server.send(Message::text("back")).unwrap();
+    pump(&mut server, &mut client).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(Message::text("back"))]
+    );
+}
+
+#[test]
+fn rejects_unmasked_client_frame() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let err = server.handle_bytes(&[0x81, 0x02, b'h', b'i']).unwrap_err();
+    assert_eq!(err.close_code(), CloseCode::PROTOCOL_ERROR);
+    assert!(server.has_pending_transmit());
+    assert!(server.is_closed());
+    assert_eq!(queued_close_code(&mut server), Some(1002));
+}
+
+#[test]
+fn rejects_masked_server_frame() {
+    let mut client = Connection::new(Role::Client, Config::default());
+    let err = client.handle_bytes(&masked(0x81, b"hi")).unwrap_err();
+    assert_eq!(err, ProtocolError::MaskedFrame);
+}
+
+#[test]
+fn header_rules_fail_with_the_right_error() {
+    let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+        (masked(0x91, b"x"), ProtocolError::ReservedBits), // RSV1 without deflate
+        (masked(0xA1, b"x"), ProtocolError::ReservedBits), // RSV2
+        (masked(0x83, b"x"), ProtocolError::UnknownOpcode(3)),
+        (masked(0x8B, b""), ProtocolError::UnknownOpcode(0xB)),
+        (masked(0x89, &[0; 126]), ProtocolError::ControlFrameTooLong),
+        (masked(0x09, b""), ProtocolError::FragmentedControlFrame),
+        (masked(0x80, b"x"), ProtocolError::UnexpectedContinuation),
+        (
+            [masked(0x01, b"a"), masked(0x81, b"b")].concat(),
+            ProtocolError::ExpectedContinuation,
+        ),
+        (masked(0x88, &[3]), ProtocolError::InvalidClosePayload),
+        (
+            masked(0x88, &[0x03, 0xED]),
+            ProtocolError::InvalidCloseCode(1005),
+        ),
+        (
+            masked(0x88, &[0x03, 0xE8, 0xFF]),
+            ProtocolError::InvalidUtf8,
+        ),
+    ];
+    for (input, expected) in cases {
+        let mut server = Connection::new(Role::Server, Config::default());
+        assert_eq!(
+            server.handle_bytes(&input).unwrap_err(),
+            expected,
+            "{input:02x?}"
+        );
+        assert!(server.is_closed());
+    }
+}
+
+#[test]
+fn close_codes_on_the_wire() {
+    for (code, ok) in [
+        (999, false),
+        (1000, true),
+        (1003, true),
+        (1004, false),
+        (1005, false),
+        (1006, false),
+        (1007, true),
+        (1011, true),
+        (1012, false),
+        (1015, false),
+        (2999, false),
+        (3000, true),
+        (4999, true),
+        (5000, false),
+    ] {
+        let mut server = Connection::new(Role::Server, Config::default());
+        let result = server.handle_bytes(&masked(0x88, &u16::to_be_bytes(code)));
+        assert_eq!(result.is_ok(), ok, "code {code}");
+        if ok {
+            // The reply echoes the code.
+            assert_eq!(queued_close_code(&mut server), Some(code));
+        }
+    }
+}
+
+#[test]
+fn ping_is_answered_and_interleaves_with_fragments() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let input = [
+        masked(0x01, b"frag"),
+        masked(0x89, b"ping!"),
+        masked(0x00, b"ment"),
+        masked(0x80, b"ed"),
+    ]
+    .concat();
+    server.handle_bytes(&input).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![
+            Event::Ping(Bytes::from_static(b"ping!")),
+            Event::Message(Message::text("fragmented"))
+        ]
+    );
+    let mut wire = BytesMut::new();
+    server.poll_transmit(&mut wire);
+    assert_eq!(&wire[..], &[0x8A, 0x05, b'p', b'i', b'n', b'g', b'!']);
+}
+
+#[test]
+fn invalid_utf8_fails_before_the_frame_is_complete() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    // A 20-byte text frame; the first 8 bytes already contain an invalid sequence.
+    let mut payload = b"hello\xED\xA0\x80".to_vec();
+    payload.resize(20, b'x');
+    let frame = masked(0x81, &payload);
+    let header_len = frame.len() - payload.len();
+    let err = server.handle_bytes(&frame[..header_len + 7]).unwrap_err();
+    assert_eq!(err, ProtocolError::InvalidUtf8);
+    assert_eq!(queued_close_code(&mut server), Some(1007));
+}
+
+#[test]
+fn invalid_utf8_fails_across_fragments() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.handle_bytes(&masked(0x01, b"ok\xF4")).unwrap();
+    let err = server.handle_bytes(&masked(0x00, b"\x90")).unwrap_err();
+    assert_eq!(err, ProtocolError::InvalidUtf8);
+}
+
+#[test]
+fn code_point_split_across_fragments_is_fine() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let euro = "€".as_bytes();
+    let input = [
+        masked(0x01, &euro[..1]),
+        masked(0x00, &euro[1..2]),
+        masked(0x80, &euro[2..]),
+    ]
+    .concat();
+    server.handle_bytes(&input).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text("€"))]
+    );
+}
+
+#[test]
+fn truncated_code_point_at_message_end_fails() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.handle_bytes(&masked(0x01, b"\xE2\x82")).unwrap();
+    assert_eq!(
+        server.handle_bytes(&masked(0x80, b"")).unwrap_err(),
+        ProtocolError::InvalidUtf8
+    );
+}
+
+#[test]
+fn close_handshake_initiated_by_client() {
+    let (mut client, mut server) = pair();
+    client
+        .close(Some(CloseFrame::new(CloseCode::NORMAL, "bye")))
+        .unwrap();
+    assert!(client.is_closing());
+    assert_eq!(client.send(Message::text("late")), Err(SendError::Closed));
+    pump(&mut client, &mut server).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Close(Some(CloseFrame::new(
+            CloseCode::NORMAL,
+            "bye"
+        )))]
+    );
+    assert!(server.is_closed());
+    pump(&mut server, &mut client).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")))]
+    );
+    assert!(client.is_closed());
+    assert_eq!(client.handle_eof(), Ok(()));
+}
+
+#[test]
+fn close_without_code_is_answered_without_code() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.handle_bytes(&masked(0x88, b"")).unwrap();
+    assert_eq!(events(&mut server), vec![Event::Close(None)]);
+    assert_eq!(queued_close_code(&mut server), Some(1005));
+}
+
+#[test]
+fn data_after_close_is_ignored() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let input = [masked(0x88, &[0x03, 0xE8]), masked(0x81, b"late")].concat();
+    server.handle_bytes(&input).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")))]
+    );
+}
+
+#[test]
+fn eof_before_close_is_abnormal() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    assert_eq!(server.handle_eof(), Err(ProtocolError::AbnormalClosure));
+    assert_eq!(
+        ProtocolError::AbnormalClosure.close_code(),
+        CloseCode::ABNORMAL
+    );
+    assert!(!server.has_pending_transmit());
+}
+
+#[test]
+fn sending_invalid_close_is_refused_locally() {
+    let (mut client, _) = pair();
+    assert_eq!(
+        client.close(Some(CloseFrame::new(CloseCode::ABNORMAL, ""))),
+        Err(SendError::InvalidCloseCode(1006))
+    );
+    assert_eq!(
+        client.close(Some(CloseFrame::new(CloseCode::NORMAL, "x".repeat(124)))),
+        Err(SendError::ControlFrameTooLong)
+    );
+    assert_eq!(
+        client.ping(Bytes::from(vec![0; 126])),
+        Err(SendError::ControlFrameTooLong)
+    );
+    assert!(client.can_send());
+}
+
+#[test]
+fn limits_close_with_their_codes() {
+    let config = Config::default()
+        .with_max_message_size(100)
+        .with_max_frame_size(50)
+        .with_max_fragments(3);
+    let frame_too_big = masked(0x82, &[0; 51]);
+    let message_too_big = [
+        masked(0x02, &[0; 50]),
+        masked(0x00, &[0; 50]),
+        masked(0x80, &[0; 1]),
+    ]
+    .concat();
+    let too_many = [
+        masked(0x02, b"a"),
+        masked(0x00, b"b"),
+        masked(0x00, b"c"),
+        masked(0x80, b"d"),
+    ]
+    .concat();
+    for (input, code) in [
+        (frame_too_big, 1009),
+        (message_too_big, 1009),
+        (too_many, 1008),
+    ] {
+        let mut server = Connection::new(Role::Server, config.clone());
+        let err = server.handle_bytes(&input).unwrap_err();
+        assert_eq!(err.close_code().as_u16(), code, "{err}");
+        assert_eq!(queued_close_code(&mut server), Some(code));
+    }
+}
+
+#[test]
+fn oversized_frame_fails_on_its_header() {
+    // Nothing of the 1 GiB payload needs to arrive for the frame to be refused.
+    let mut server = Connection::new(Role::Server, Config::default());
+    let header = [0x82, 0xFF, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 2, 3, 4];
+    let err = server.handle_bytes(&header).unwrap_err();
+    assert!(matches!(err, ProtocolError::FrameTooBig { .. }));
+}
+
+#[test]
+fn outgoing_fragmentation() {
+    let (mut client, mut server) = pair_with(Config::default().with_max_send_frame_size(3), None);
+    client.send(Message::text("abcdefgh")).unwrap();
+    let mut wire = BytesMut::new();
+    client.poll_transmit(&mut wire);
+    // 3 frames of 3 + 3 + 2 bytes, each with a 6-byte masked header.
+    assert_eq!(wire.len(), 3 * 6 + 8);
+    server.handle_bytes(&wire).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text("abcdefgh"))]
+    );
+}
+
+#[test]
+fn large_payloads_are_queued_without_copy_and_written_vectored() {
+    let (_, mut server) = pair();
+    let big = Bytes::from(vec![7u8; 100_000]);
+    server.send(Message::Binary(big.clone())).unwrap();
+    server.send(Message::text("small")).unwrap();
+    let mut slices = [IoSlice::new(&[]); 8];
+    let n = server.transmit_slices(&mut slices);
+    assert_eq!(n, 3); // header, shared payload, small frame
+    assert_eq!(slices[1].as_ptr(), big.as_ptr());
+    let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+    assert_eq!(total, server.pending_transmit_len());
+    server.advance_transmit(total);
+    assert!(!server.has_pending_transmit());
+}
+
+#[test]
+fn prepared_frame_is_shared() {
+    let (mut client, mut server) = pair();
+    let prepared = PreparedFrame::new(Message::binary(vec![1u8; 10_000]));
+    server.send_prepared(&prepared).unwrap();
+    let mut slices = [IoSlice::new(&[]); 4];
+    assert_eq!(server.transmit_slices(&mut slices), 1);
+    assert_eq!(slices[0].as_ptr(), prepared.frame_bytes().as_ptr());
+    pump(&mut server, &mut client).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(prepared.message().clone())]
+    );
+}
+
+#[test]
+fn release_idle_memory_frees_buffers() {
+    let (mut client, mut server) = pair();
+    client.send(Message::binary(vec![0u8; 10_000])).unwrap();
+    pump(&mut client, &mut server).unwrap();
+    events(&mut server);
+    client.release_idle_memory();
+    server.release_idle_memory();
+    assert_eq!(server.read.capacity(), 0);
+    assert_eq!(client.out.tail().capacity(), 0);
+}
+
+// ---- property tests ---------------------------------------------------------------------
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        ".{0,300}".prop_map(Message::text),
+        proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Message::binary),
+    ]
+}
+
+fn roundtrip(
+    messages: &[Message],
+    frame_size: usize,
+    chunk: usize,
+    deflate: Option<DeflateParams>,
+    from: Role,
+) -> Vec<Event> {
+    let config = Config::default().with_max_send_frame_size(frame_size);
+    let (mut client, mut server) = pair_with(config, deflate);
+    let (sender, receiver) = match from {
+        Role::Client => (&mut client, &mut server),
+        Role::Server => (&mut server, &mut client),
+    };
+    let mut wire = BytesMut::new();
+    for m in messages {
+        sender.send(m.clone()).unwrap();
+        sender.ping(Bytes::from_static(b"p")).unwrap();
+    }
+    sender.poll_transmit(&mut wire);
+    for piece in wire.chunks(chunk) {
+        receiver.handle_bytes(piece).unwrap();
+    }
+    events(receiver)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_messages_survive_any_fragmentation_and_chunking(
+        messages in proptest::collection::vec(arb_message(), 0..8),
+        frame_size in 1usize..2000,
+        chunk in 1usize..5000,
+        client_sends in any::<bool>(),
+    ) {
+        let from = if client_sends { Role::Client } else { Role::Server };
+        let got = roundtrip(&messages, frame_size, chunk, None, from);
+        let want: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn random_input_never_panics(
+        input in proptest::collection::vec(any::<u8>(), 0..512),
+        chunk in 1usize..64,
+        server in any::<bool>(),
+    ) {
+        let role = if server { Role::Server } else { Role::Client };
+        let mut conn = Connection::new(role, Config::default());
+        for piece in input.chunks(chunk) {
+            if conn.handle_bytes(piece).is_err() {
+                break;
+            }
+            while conn.poll_event().is_some() {}
+        }
+        let mut out = BytesMut::new();
+        conn.poll_transmit(&mut out);
+    }
+}
