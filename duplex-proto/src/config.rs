@@ -140,5 +140,10 @@ mod tests {
             Config::default().with_max_fragments(0).validate(),
             Err(ConfigError::Zero("max_fragments"))
         );
+        let deflate = DeflateConfig::default().with_compression_level(10);
+        assert_eq!(
+            Config::default().with_deflate(Some(deflate)).validate(),
+            Err(ConfigError::CompressionLevel(10))
+        );
     }
 }

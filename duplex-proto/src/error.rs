@@ -118,6 +118,9 @@ pub enum ConfigError {
     /// A permessage-deflate window size outside 8..=15.
     #[error("window bits must be between 8 and 15, got {0}")]
     WindowBits(u8),
+    /// A zlib compression level outside 0..=9.
+    #[error("compression level must be between 0 and 9, got {0}")]
+    CompressionLevel(u32),
     /// A limit that must be positive was zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),

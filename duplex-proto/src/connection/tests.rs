@@ -400,6 +400,119 @@ fn release_idle_memory_frees_buffers() {
     assert_eq!(client.out.tail().capacity(), 0);
 }
 
+fn deflate_params() -> DeflateParams {
+    DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    }
+}
+
+#[test]
+fn rfc7692_compressed_hello_is_decoded() {
+    // RFC 7692 §7.2.3.1: "Hello" compressed, in one unmasked frame from a server.
+    let mut client =
+        Connection::with_deflate(Role::Client, Config::default(), Some(deflate_params()));
+    client
+        .handle_bytes(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+        .unwrap();
+    // §7.2.3.1 fragmented: the same bytes split over two frames.
+    client
+        .handle_bytes(&[
+            0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+        ])
+        .unwrap();
+    // §7.2.3.2: the second "Hello" reusing the sliding window.
+    client
+        .handle_bytes(&[0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00])
+        .unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(Message::text("Hello")); 3]
+    );
+}
+
+#[test]
+fn compressed_messages_set_rsv1_and_round_trip() {
+    let (mut client, mut server) = pair_with(Config::default(), Some(deflate_params()));
+    let text = "{\"price\": 101.25, \"symbol\": \"BTC-USD\"} ".repeat(50);
+    client.send(Message::text(text.clone())).unwrap();
+    let mut wire = BytesMut::new();
+    client.poll_transmit(&mut wire);
+    assert_eq!(wire[0], 0xC1, "FIN + RSV1 + text");
+    assert!(
+        wire.len() < text.len() / 4,
+        "compressed to {} bytes",
+        wire.len()
+    );
+    server.handle_bytes(&wire).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text(text))]
+    );
+}
+
+#[test]
+fn rsv1_on_continuation_or_control_is_rejected() {
+    let mut server =
+        Connection::with_deflate(Role::Server, Config::default(), Some(deflate_params()));
+    let err = server
+        .handle_bytes(&[masked(0x01, b"a"), masked(0xC0, b"b")].concat())
+        .unwrap_err();
+    assert_eq!(err, ProtocolError::InvalidCompressedFrame);
+    let mut server =
+        Connection::with_deflate(Role::Server, Config::default(), Some(deflate_params()));
+    let err = server.handle_bytes(&masked(0xC9, b"")).unwrap_err();
+    assert_eq!(err, ProtocolError::InvalidCompressedFrame);
+}
+
+#[test]
+fn compression_bomb_fails_with_1009_at_the_limit() {
+    let config = Config::default()
+        .with_max_message_size(64 << 10)
+        .with_max_frame_size(64 << 10);
+    let (mut client, _) = pair_with(Config::default(), Some(deflate_params()));
+    client.send(Message::binary(vec![0u8; 4 << 20])).unwrap();
+    let mut wire = BytesMut::new();
+    client.poll_transmit(&mut wire);
+    assert!(
+        wire.len() < 64 << 10,
+        "4 MiB of zeros compress to {} bytes",
+        wire.len()
+    );
+    let mut server = Connection::with_deflate(Role::Server, config, Some(deflate_params()));
+    let err = server.handle_bytes(&wire).unwrap_err();
+    assert_eq!(err, ProtocolError::MessageTooBig { max: 64 << 10 });
+    assert_eq!(queued_close_code(&mut server), Some(1009));
+}
+
+#[test]
+fn invalid_utf8_inside_compressed_text_is_1007() {
+    let (mut client, mut server) = pair_with(Config::default(), Some(deflate_params()));
+    // Compress invalid bytes as if they were text: send binary, then flip the opcode.
+    client
+        .send(Message::binary(b"ok\xff\xfe".to_vec()))
+        .unwrap();
+    let mut wire = BytesMut::new();
+    client.poll_transmit(&mut wire);
+    wire[0] = 0xC1;
+    assert_eq!(
+        server.handle_bytes(&wire).unwrap_err(),
+        ProtocolError::InvalidUtf8
+    );
+}
+
+#[test]
+fn corrupt_compressed_data_fails() {
+    let mut client =
+        Connection::with_deflate(Role::Client, Config::default(), Some(deflate_params()));
+    let err = client
+        .handle_bytes(&[0xc2, 0x03, 0xff, 0xff, 0xff])
+        .unwrap_err();
+    assert!(matches!(err, ProtocolError::Inflate(_)), "{err:?}");
+}
+
 // ---- property tests ---------------------------------------------------------------------
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -449,6 +562,27 @@ proptest! {
     ) {
         let from = if client_sends { Role::Client } else { Role::Server };
         let got = roundtrip(&messages, frame_size, chunk, None, from);
+        let want: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn any_messages_survive_compression(
+        messages in proptest::collection::vec(arb_message(), 0..8),
+        frame_size in 1usize..2000,
+        chunk in 1usize..5000,
+        client_sends in any::<bool>(),
+        no_context in any::<bool>(),
+        bits in 8u8..=15,
+    ) {
+        let from = if client_sends { Role::Client } else { Role::Server };
+        let params = DeflateParams {
+            server_no_context_takeover: no_context,
+            client_no_context_takeover: no_context,
+            server_max_window_bits: bits,
+            client_max_window_bits: bits,
+        };
+        let got = roundtrip(&messages, frame_size, chunk, Some(params), from);
         let want: Vec<Event> = messages.into_iter().map(Event::Message).collect();
         prop_assert_eq!(got, want);
     }

@@ -30,8 +30,8 @@ pub struct DeflateConfig {
     /// never compresses with more; a server below 15 declines offers that do not let it limit
     /// the client's window. Default 15.
     pub client_max_window_bits: u8,
-    /// zlib level for our compressor: 0 (stored blocks only) to 9 (smallest). Values above 9
-    /// act as 9. Default 1, the cheapest level that still compresses.
+    /// zlib level for our compressor: 0 (stored blocks only) to 9 (smallest). Values above 9 are
+    /// refused by [`DeflateConfig::validate`]. Default 1, the cheapest level that still compresses.
     pub compression_level: u32,
     /// Messages shorter than this many bytes are sent uncompressed (the connection decides
     /// per message, RFC 7692 §6.1 allows mixing). Default 0: compress everything.
@@ -61,6 +61,9 @@ impl DeflateConfig {
             if !(8..=MAX_WINDOW_BITS).contains(&bits) {
                 return Err(ConfigError::WindowBits(bits));
             }
+        }
+        if self.compression_level > 9 {
+            return Err(ConfigError::CompressionLevel(self.compression_level));
         }
         Ok(())
     }
