@@ -49,8 +49,8 @@ pub struct DeflateCodec {
 }
 
 impl DeflateCodec {
-    /// A codec for our `role` with the negotiated `params` and zlib `level` (0..=9; higher
-    /// values act as 9). No zlib state is allocated until first use.
+    /// A codec for our `role` with the negotiated `params` and zlib `level` (0..=9, as
+    /// [`DeflateConfig::validate`](super::DeflateConfig::validate) checks; higher values act as 9). No zlib state is allocated until first use.
     pub fn new(role: Role, params: DeflateParams, level: u32) -> Self {
         Self {
             role,
