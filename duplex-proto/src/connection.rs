@@ -69,6 +69,12 @@ struct Assembly {
 ///   [`Connection::transmit_slices`] + [`Connection::advance_transmit`] (vectored, no copy).
 ///   Pongs, close replies and the close frame that reports a protocol error are queued by the
 ///   core itself, so flush before acting on an error.
+/// * **Order**: a peer's close frame, or a protocol error, takes effect only once every event
+///   before it has been taken with [`Connection::poll_event`]. An application that answers a
+///   message (an echo, say) can therefore still send that answer although the bytes after
+///   the message already failed the connection or closed it; the close frame follows the
+///   answer on the wire. `handle_*` returns the error at once, so the driver knows no more
+///   input will be read; keep draining events, then flush.
 /// * **End**: once [`Connection::is_closed`] is true, the close handshake is over (or the
 ///   connection failed): flush, then a server closes the TCP connection and a client waits
 ///   briefly for the server to do so (RFC 6455 §7.1.1).
@@ -80,6 +86,10 @@ pub struct Connection {
     state: CloseState,
     failed: bool,
     close_received: bool,
+    /// The peer's close frame waits in `events` behind earlier events; answer it when taken.
+    close_pending: bool,
+    /// A protocol error found behind events not yet taken; applied once they are.
+    failure_pending: Option<ProtocolError>,
     read: BytesMut,
     frame: Option<InFrame>,
     message: Option<Box<Assembly>>,
@@ -118,6 +128,8 @@ impl Connection {
             state: CloseState::Open,
             failed: false,
             close_received: false,
+            close_pending: false,
+            failure_pending: None,
             read: BytesMut::new(),
             frame: None,
             message: None,
@@ -180,7 +192,7 @@ impl Connection {
     /// [`ProtocolError::AbnormalClosure`] (close code 1006) when the stream ended before the
     /// close handshake finished.
     pub fn handle_eof(&mut self) -> Result<(), ProtocolError> {
-        if self.state == CloseState::Closed {
+        if self.state == CloseState::Closed || self.failed {
             return Ok(());
         }
         self.failed = true;
@@ -191,8 +203,25 @@ impl Connection {
     }
 
     /// The next event, if any.
+    ///
+    /// Taking the peer's close event queues our reply; finding no more events after a
+    /// protocol error queues the close frame that reports it (see the ordering rule in the
+    /// type's documentation).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        match &event {
+            Some(Event::Close(_)) if self.close_pending => {
+                self.close_pending = false;
+                self.answer_close();
+            }
+            None => {
+                if let Some(error) = self.failure_pending.take() {
+                    self.apply_failure(&error);
+                }
+            }
+            _ => {}
+        }
+        event
     }
 
     /// Queues a text or binary message, compressed when permessage-deflate was negotiated.
@@ -569,26 +598,47 @@ impl Connection {
                 let frame = parse_close_payload(payload)?;
                 self.close_received = true;
                 self.message = None;
-                if self.state == CloseState::Open {
-                    // Echo the status code, as endpoints typically do (RFC 6455 §5.5.1).
-                    let reply = frame.as_ref().map(|f| CloseFrame::new(f.code, ""));
-                    self.queue_close(reply.as_ref());
-                }
-                self.state = CloseState::Closed;
                 self.peer_close.clone_from(&frame);
+                let answer_now = self.events.is_empty();
                 self.events.push_back(Event::Close(frame));
+                if answer_now {
+                    self.answer_close();
+                } else {
+                    self.close_pending = true;
+                }
             }
         }
         Ok(())
     }
 
-    /// Fails the connection (RFC 6455 §7.1.7): queue a close frame carrying the error's code
-    /// if we still may, and stop reading.
+    /// Replies to the peer's close frame unless we sent ours already.
+    fn answer_close(&mut self) {
+        if self.state == CloseState::Open {
+            // Echo the status code, as endpoints typically do (RFC 6455 §5.5.1).
+            let reply = self
+                .peer_close
+                .as_ref()
+                .map(|f| CloseFrame::new(f.code, ""));
+            self.queue_close(reply.as_ref());
+        }
+        self.state = CloseState::Closed;
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): stop reading at once, and once the events
+    /// before the error are taken, queue a close frame carrying the error's code.
     fn fail(&mut self, error: &ProtocolError) {
         self.failed = true;
         self.frame = None;
         self.message = None;
         self.read.clear();
+        if self.events.is_empty() {
+            self.apply_failure(error);
+        } else {
+            self.failure_pending = Some(error.clone());
+        }
+    }
+
+    fn apply_failure(&mut self, error: &ProtocolError) {
         if self.state == CloseState::Open {
             let code = error.close_code();
             if code.is_sendable() {

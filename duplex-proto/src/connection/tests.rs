@@ -273,6 +273,59 @@ fn data_after_close_is_ignored() {
 }
 
 #[test]
+fn message_before_a_bad_frame_can_still_be_answered() {
+    // Autobahn 3.2: a valid message, then a frame with RSV bits, in one read.
+    let mut server = Connection::new(Role::Server, Config::default());
+    let input = [masked(0x81, b"hello"), masked(0xA1, b"bad")].concat();
+    let err = server.handle_bytes(&input).unwrap_err();
+    assert_eq!(err, ProtocolError::ReservedBits);
+    assert!(
+        !server.has_pending_transmit(),
+        "close waits behind the message"
+    );
+    let Some(Event::Message(echo)) = server.poll_event() else {
+        panic!("the message comes first")
+    };
+    server.send(echo).unwrap();
+    assert_eq!(server.poll_event(), None);
+    assert!(server.is_closed());
+    let mut wire = BytesMut::new();
+    server.poll_transmit(&mut wire);
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.handle_bytes(&wire).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![
+            Event::Message(Message::text("hello")),
+            Event::Close(Some(CloseFrame::new(
+                CloseCode::PROTOCOL_ERROR,
+                "reserved bits set in frame header"
+            )))
+        ]
+    );
+}
+
+#[test]
+fn message_before_the_peer_close_can_still_be_answered() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let input = [masked(0x82, b"data"), masked(0x88, &[0x03, 0xE8])].concat();
+    server.handle_bytes(&input).unwrap();
+    let Some(Event::Message(echo)) = server.poll_event() else {
+        panic!("the message comes first")
+    };
+    assert!(server.can_send());
+    server.send(echo).unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Close(_))));
+    assert!(server.is_closed());
+    let mut wire = BytesMut::new();
+    server.poll_transmit(&mut wire);
+    assert_eq!(
+        &wire[..],
+        &[0x82, 0x04, b'd', b'a', b't', b'a', 0x88, 0x02, 0x03, 0xE8]
+    );
+}
+
+#[test]
 fn eof_before_close_is_abnormal() {
     let mut server = Connection::new(Role::Server, Config::default());
     assert_eq!(server.handle_eof(), Err(ProtocolError::AbnormalClosure));
