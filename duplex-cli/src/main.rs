@@ -1,1 +1,73 @@
-fn main() {}
+//! `duplex`: the command-line face of the duplex WebSocket engine.
+//!
+//! * `duplex echo` — an echo server (the Autobahn server-role target);
+//! * `duplex connect URL` — a pipe between stdin/stdout and a WebSocket.
+
+mod connect;
+mod echo;
+mod size;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// WebSocket tools built on duplex.
+#[derive(Debug, Parser)]
+#[command(
+    name = "duplex",
+    version,
+    after_help = "EXIT STATUS:\n  0  the connection (or the server) ended cleanly: close handshake done, or \
+                  SIGTERM/SIGINT handled\n  1  any error: connect, TLS, handshake, protocol, IO, timeout\n  \
+                  2  invalid command line\n\nLOGGING:\n  Logs go to stderr; set DUPLEX_LOG (e.g. \
+                  DUPLEX_LOG=debug) to change the filter (default: info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// `serve` (the hub) and `bench` join this enum when they exist.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a WebSocket echo server: every message comes back unchanged (text as text,
+    /// binary as binary).
+    Echo(echo::EchoArgs),
+    /// Connect to a WebSocket server: stdin lines become text messages, received messages
+    /// become stdout lines (binary as hex). At end of input, close with 1000 and exit once
+    /// the server answers.
+    Connect(connect::ConnectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("DUPLEX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("duplex: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Echo(args) => echo::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
+        }
+    });
+    // Blocking stdin reads may still be pending; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("duplex: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,733 @@
+//! The driver: one [`Connection`] and its transport, shared by a [`WebSocket`] or by the two
+//! halves of a split one.
+//!
+//! Everything happens inside `poll_*` functions under a short `std` mutex that is never held
+//! across an `.await`: whoever polls makes progress, and the transport is always polled with a
+//! fan-out waker (see [`crate::wakers`]) so a reader waiting to flush a pong and a writer
+//! waiting to flush its data are both woken when the socket drains.
+//!
+//! [`WebSocket`]: crate::WebSocket
+
+use crate::config::WebSocketConfig;
+use crate::error::Error;
+use crate::wakers::WakerSet;
+use bytes::{Buf, Bytes, BytesMut};
+use duplex_proto::connection::PreparedFrame;
+use duplex_proto::{
+    CloseCode, CloseFrame, Connection, Event, Message, ProtocolError, Role, SendError,
+};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+/// First read reservation; small so idle connections stay small.
+const INITIAL_READ_RESERVE: usize = 4 << 10;
+/// Largest read reservation; reached after reads keep filling the buffer.
+const MAX_READ_RESERVE: usize = 64 << 10;
+/// Below this much free space, reserve more before reading.
+const MIN_READ_SPACE: usize = 1 << 10;
+/// Slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
+/// Non-vectored transports: small frames are copied together up to this size, larger ones
+/// are written straight from the core's queue.
+const COALESCE_LIMIT: usize = 64 << 10;
+/// Worst-case bytes of a control frame beyond its payload (2-byte header, 4-byte mask).
+const CONTROL_OVERHEAD: usize = 6;
+/// Unflushed pong bytes after which the reader stops reading until the socket drains, so a
+/// peer that pings without reading cannot grow our queue without bound.
+const CONTROL_BACKLOG_LIMIT: usize = 64 << 10;
+
+/// The wakers that make the transport wake every interested task.
+#[derive(Debug)]
+pub(crate) struct Wakers {
+    read_set: Arc<WakerSet>,
+    read_waker: Waker,
+    write_set: Arc<WakerSet>,
+    write_waker: Waker,
+}
+
+/// State shared by the handles of one connection.
+pub(crate) struct Shared<S> {
+    inner: Mutex<Inner<S>>,
+    wakers: Wakers,
+}
+
+impl<S> std::fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Where the connection is in its life.
+enum Phase {
+    /// Messages flow.
+    Open,
+    /// The connection is over; flush, maybe wait for the server's FIN, shut down, then report
+    /// `error` (or `None` after a clean close).
+    Finishing { error: Option<Error>, stage: Stage },
+    /// Nothing more happens.
+    Done,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Flush,
+    WaitEof,
+    Shutdown,
+}
+
+/// How the connection ended, for handles that were not the one to see it end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Clean,
+    TimedOut,
+    Failed,
+}
+
+pub(crate) struct Inner<S> {
+    conn: Connection,
+    stream: S,
+    high_water: usize,
+    close_timeout: Duration,
+    ping_interval: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    vectored: bool,
+    /// Coalescing buffer for transports without vectored writes.
+    out: BytesMut,
+    read_reserve: usize,
+    phase: Phase,
+    end: Option<End>,
+    pending_error: Option<ProtocolError>,
+    write_failed: bool,
+    read_eof: bool,
+    /// Bytes were left in the read buffer by the last `handle_read`.
+    resume_read: bool,
+    control_backlog: usize,
+    last_read: Instant,
+    ping_timer: Option<Pin<Box<Sleep>>>,
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// Armed while we wait for the peer's close frame, and while finishing.
+    close_timer: Option<Pin<Box<Sleep>>>,
+    closed_wakers: Vec<Waker>,
+    reader_dropped: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
+    /// Wraps a connection whose handshake is done. `pending_error` is the result of feeding
+    /// bytes that arrived with the handshake.
+    pub(crate) fn new(
+        stream: S,
+        conn: Connection,
+        config: &WebSocketConfig,
+        pending_error: Option<ProtocolError>,
+    ) -> Arc<Self> {
+        let (read_set, read_waker) = WakerSet::new();
+        let (write_set, write_waker) = WakerSet::new();
+        let vectored = stream.is_write_vectored();
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                conn,
+                stream,
+                high_water: config.write_buffer_high_water.max(1),
+                close_timeout: config.close_timeout,
+                ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+                vectored,
+                out: BytesMut::new(),
+                read_reserve: INITIAL_READ_RESERVE,
+                phase: Phase::Open,
+                end: None,
+                pending_error,
+                write_failed: false,
+                read_eof: false,
+                resume_read: true,
+                control_backlog: 0,
+                last_read: Instant::now(),
+                ping_timer: None,
+                idle_timer: None,
+                close_timer: None,
+                closed_wakers: Vec::new(),
+                reader_dropped: false,
+            }),
+            wakers: Wakers {
+                read_set,
+                read_waker,
+                write_set,
+                write_waker,
+            },
+        })
+    }
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+        // A panic while holding the lock leaves a consistent Connection behind (the core does
+        // not panic half-way through a state change), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn close_frame(&self) -> Option<CloseFrame> {
+        self.lock().conn.close_frame().cloned()
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.lock().conn.role()
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.lock().phase, Phase::Done)
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued()
+    }
+
+    pub(crate) fn reader_back(&self) {
+        self.lock().reader_dropped = false;
+    }
+
+    pub(crate) fn reader_dropped(&self) {
+        let mut inner = self.lock();
+        inner.reader_dropped = true;
+        for waker in inner.closed_wakers.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        self.lock().poll_recv(cx, &self.wakers, false)
+    }
+
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.lock().poll_ready(cx, &self.wakers)
+    }
+
+    pub(crate) fn start_send(&self, message: Message) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.check_send()?;
+        inner.conn.send(message)?;
+        Ok(())
+    }
+
+    pub(crate) fn start_send_prepared(&self, frame: &PreparedFrame) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.check_send()?;
+        inner.conn.send_prepared(frame)?;
+        Ok(())
+    }
+
+    pub(crate) fn start_ping(&self, payload: Bytes) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.check_send()?;
+        inner.conn.ping(payload)?;
+        Ok(())
+    }
+
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.lock().poll_flush(cx, &self.wakers)
+    }
+
+    pub(crate) fn start_close(&self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        self.lock().start_close(frame)
+    }
+
+    /// Waits until the connection is finished. `drive_reads`: read (and discard messages)
+    /// ourselves; otherwise the reader half does it unless it was dropped.
+    pub(crate) fn poll_close(
+        &self,
+        cx: &mut Context<'_>,
+        drive_reads: bool,
+    ) -> Poll<Result<(), Error>> {
+        self.lock().poll_close(cx, &self.wakers, drive_reads)
+    }
+
+    /// Gives up on the close handshake: best-effort shutdown, then finished.
+    pub(crate) fn abort(&self) {
+        let mut inner = self.lock();
+        if !matches!(inner.phase, Phase::Done) {
+            let mut cx = Context::from_waker(Waker::noop());
+            if !inner.write_failed {
+                let _ = Pin::new(&mut inner.stream).poll_shutdown(&mut cx);
+            }
+            inner.end.get_or_insert(End::TimedOut);
+            inner.set_done(&self.wakers);
+        }
+    }
+}
+
+/// A `close()` that timed out.
+pub(crate) const CLOSE_TIMEOUT: &str = "close handshake";
+
+impl<S> Inner<S> {
+    /// Bytes waiting for the transport.
+    fn queued(&self) -> usize {
+        self.conn.pending_transmit_len() + self.out.len()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
+    fn check_send(&self) -> Result<(), Error> {
+        if !matches!(self.phase, Phase::Open) || self.write_failed {
+            return Err(Error::ConnectionClosed);
+        }
+        if !self.conn.can_send() {
+            return Err(Error::Send(SendError::Closed));
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &Wakers,
+        discard: bool,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            match self.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Finishing { .. } => return self.poll_finish(cx, w),
+                Phase::Open => {}
+            }
+            while let Some(event) = self.conn.poll_event() {
+                match event {
+                    Event::Message(message) if !discard => return Poll::Ready(Some(Ok(message))),
+                    Event::Message(_) => {}
+                    Event::Ping(payload) => {
+                        self.control_backlog += payload.len() + CONTROL_OVERHEAD;
+                    }
+                    Event::Close(frame) => debug!(?frame, "peer sent a close frame"),
+                    _ => {}
+                }
+            }
+            if self.resume_read {
+                // The core may stop early (say, before a close frame) until its events are
+                // taken; give it the rest of the buffer before reading more.
+                self.resume_read = false;
+                self.handle_read();
+                continue;
+            }
+            if let Some(error) = self.pending_error.take() {
+                debug!(%error, "peer broke the protocol; closing");
+                self.finish(Some(Error::Protocol(error)), End::Failed);
+                continue;
+            }
+            if self.conn.is_closed() {
+                self.finish(None, End::Clean);
+                continue;
+            }
+            if self.conn.is_closing() && poll_timer(&mut self.close_timer, cx, w).is_ready() {
+                debug!("peer did not answer our close frame in time");
+                self.finish(Some(Error::Timeout(CLOSE_TIMEOUT)), End::TimedOut);
+                continue;
+            }
+            if self.poll_idle(cx, w).is_ready() {
+                debug!("connection idle for too long; closing");
+                let _ = self
+                    .conn
+                    .close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "idle timeout")));
+                self.finish(Some(Error::Timeout("idle timeout")), End::TimedOut);
+                continue;
+            }
+            self.poll_keepalive(cx, w);
+            // Pongs and close replies go out even while the writer is idle; a full socket
+            // does not stop reading (the peer may be blocked on us reading)...
+            if !self.write_failed {
+                if let Poll::Ready(Err(error)) = self.poll_write_out(cx, w) {
+                    // Keep reading: the peer's close frame may explain why it stopped reading.
+                    debug!(%error, "write failed");
+                }
+            }
+            // ...unless answers to the peer's pings pile up unread.
+            if !self.write_failed
+                && self.control_backlog > CONTROL_BACKLOG_LIMIT
+                && self.conn.has_pending_transmit()
+            {
+                return Poll::Pending;
+            }
+            match self.poll_read(cx, w) {
+                Poll::Pending => {
+                    self.release_idle_memory();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => {
+                    debug!(%error, "read failed");
+                    self.finish(Some(Error::Io(error)), End::Failed);
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.read_eof = true;
+                    if let Err(error) = self.conn.handle_eof() {
+                        self.pending_error = Some(error);
+                    }
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.last_read = Instant::now();
+                    self.handle_read();
+                }
+            }
+        }
+    }
+
+    /// Processes the read buffer.
+    fn handle_read(&mut self) {
+        let before = self.conn.read_buffer().len();
+        if let Err(error) = self.conn.handle_read() {
+            self.pending_error = Some(error);
+        } else {
+            // Resume only while calls make progress: a partial frame stays put.
+            let after = self.conn.read_buffer().len();
+            self.resume_read = after > 0 && after < before;
+        }
+    }
+
+    /// Enters the finishing phase.
+    fn finish(&mut self, error: Option<Error>, end: End) {
+        self.end.get_or_insert(end);
+        self.phase = Phase::Finishing {
+            error,
+            stage: Stage::Flush,
+        };
+        self.close_timer = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+    }
+
+    /// Flushes, waits for the server's FIN (client after a clean close, RFC 6455 §7.1.1),
+    /// shuts the transport down; every step bounded by the close timeout.
+    fn poll_finish(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &Wakers,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            let Phase::Finishing { stage, .. } = self.phase else {
+                return Poll::Ready(None);
+            };
+            if self.write_failed {
+                break;
+            }
+            if poll_timer(&mut self.close_timer, cx, w).is_ready() {
+                debug!("gave up flushing and shutting down the transport");
+                break;
+            }
+            let next = match stage {
+                Stage::Flush => {
+                    match ready!(self.poll_write_out(cx, w)) {
+                        Ok(()) => {
+                            let mut wcx = w.write_cx(cx);
+                            let _ = ready!(Pin::new(&mut self.stream).poll_flush(&mut wcx));
+                        }
+                        Err(error) => {
+                            debug!(%error, "could not flush the final frames");
+                            break;
+                        }
+                    }
+                    if self.conn.role() == Role::Client
+                        && self.end == Some(End::Clean)
+                        && !self.read_eof
+                    {
+                        Stage::WaitEof
+                    } else {
+                        Stage::Shutdown
+                    }
+                }
+                Stage::WaitEof => match ready!(self.poll_read(cx, w)) {
+                    Ok(n) if n > 0 => {
+                        self.conn.read_buffer().clear();
+                        Stage::WaitEof
+                    }
+                    _ => Stage::Shutdown,
+                },
+                Stage::Shutdown => {
+                    let mut wcx = w.write_cx(cx);
+                    if let Err(error) = ready!(Pin::new(&mut self.stream).poll_shutdown(&mut wcx)) {
+                        debug!(%error, "shutdown failed");
+                    }
+                    break;
+                }
+            };
+            if let Phase::Finishing { stage, .. } = &mut self.phase {
+                *stage = next;
+            }
+        }
+        let error = match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::Finishing { error, .. } => error,
+            _ => None,
+        };
+        self.set_done(w);
+        Poll::Ready(error.map(Err))
+    }
+
+    fn set_done(&mut self, w: &Wakers) {
+        self.phase = Phase::Done;
+        self.ping_timer = None;
+        self.idle_timer = None;
+        self.close_timer = None;
+        self.conn.read_buffer().clear();
+        self.release_idle_memory();
+        for waker in self.closed_wakers.drain(..) {
+            waker.wake();
+        }
+        // Senders waiting for room learn that there will be none.
+        w.write_set.wake_all();
+    }
+
+    fn release_idle_memory(&mut self) {
+        self.conn.release_idle_memory();
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = BytesMut::new();
+        }
+    }
+
+    /// Idle timeout: ready once nothing was read for `idle_timeout`.
+    fn poll_idle(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<()> {
+        let Some(idle) = self.idle_timeout else {
+            return Poll::Pending;
+        };
+        let deadline = self.last_read + idle;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        w.read_set.register(cx);
+        timer.as_mut().poll(&mut w.read_cx())
+    }
+
+    /// Keepalive: queues a ping every `ping_interval`.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>, w: &Wakers) {
+        let Some(interval) = self.ping_interval else {
+            return;
+        };
+        let timer = self
+            .ping_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        w.read_set.register(cx);
+        while timer.as_mut().poll(&mut w.read_cx()).is_ready() {
+            if self.conn.can_send() {
+                let _ = self.conn.ping(Bytes::new());
+            }
+            timer.as_mut().reset(Instant::now() + interval);
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<io::Result<usize>> {
+        w.read_set.register(cx);
+        let mut rcx = w.read_cx();
+        let buf = self.conn.read_buffer();
+        if buf.capacity() - buf.len() < MIN_READ_SPACE {
+            buf.reserve(self.read_reserve);
+        }
+        let space = buf.capacity() - buf.len();
+        let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), &mut rcx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            if n == space && self.read_reserve < MAX_READ_RESERVE {
+                self.read_reserve *= 2;
+            }
+        }
+        result
+    }
+
+    /// Writes queued bytes until none are left (`Ready(Ok)`) or the transport is full.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<io::Result<()>> {
+        if self.write_failed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        loop {
+            if self.out.is_empty() && !self.conn.has_pending_transmit() {
+                return Poll::Ready(Ok(()));
+            }
+            w.write_set.register(cx);
+            let mut wcx = w.write_cx(cx);
+            let stream = Pin::new(&mut self.stream);
+            let (result, from_out) = if !self.out.is_empty() {
+                (stream.poll_write(&mut wcx, &self.out), true)
+            } else if self.vectored {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let n = self.conn.transmit_slices(&mut slices);
+                (stream.poll_write_vectored(&mut wcx, &slices[..n]), false)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let n = self.conn.transmit_slices(&mut slices);
+                if slices[0].len() >= COALESCE_LIMIT {
+                    (stream.poll_write(&mut wcx, &slices[0]), false)
+                } else {
+                    // Gather small frames so a pipelined burst is one write, not one per frame.
+                    let mut copied = 0;
+                    for slice in &slices[..n] {
+                        if copied > 0 && copied + slice.len() > COALESCE_LIMIT {
+                            break;
+                        }
+                        self.out.extend_from_slice(slice);
+                        copied += slice.len();
+                    }
+                    self.conn.advance_transmit(copied);
+                    continue;
+                }
+            };
+            match result {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.write_failed = true;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    if from_out {
+                        self.out.advance(n);
+                    } else {
+                        self.conn.advance_transmit(n);
+                    }
+                    self.control_backlog = self.control_backlog.saturating_sub(n);
+                }
+                Poll::Ready(Err(error)) => {
+                    self.write_failed = true;
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<Result<(), Error>> {
+        loop {
+            if matches!(self.phase, Phase::Open) && !self.write_failed && !self.conn.can_send() {
+                // Our close reply (or close frame) may still be queued. Callers often drop
+                // the socket on this error, so get it to the peer first.
+                let _ = ready!(self.poll_write_out(cx, w));
+            }
+            self.check_send()?;
+            if self.queued() < self.high_water {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.poll_write_out(cx, w))?;
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<Result<(), Error>> {
+        if matches!(self.phase, Phase::Done) {
+            return Poll::Ready(if self.queued() == 0 {
+                Ok(())
+            } else {
+                Err(Error::ConnectionClosed)
+            });
+        }
+        ready!(self.poll_write_out(cx, w))?;
+        let mut wcx = w.write_cx(cx);
+        ready!(Pin::new(&mut self.stream).poll_flush(&mut wcx)).inspect_err(|_| {
+            self.write_failed = true;
+        })?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if !matches!(self.phase, Phase::Open)
+            || self.conn.is_closing()
+            || self.conn.is_closed()
+            || self.write_failed
+        {
+            return Ok(());
+        }
+        self.conn.close(frame)?;
+        self.close_timer = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+        Ok(())
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &Wakers,
+        drive_reads: bool,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            if let Phase::Done = self.phase {
+                return Poll::Ready(match self.end {
+                    Some(End::Clean) => Ok(()),
+                    Some(End::TimedOut) => Err(Error::Timeout(CLOSE_TIMEOUT)),
+                    _ => Err(Error::ConnectionClosed),
+                });
+            }
+            let drive =
+                drive_reads || self.reader_dropped || matches!(self.phase, Phase::Finishing { .. });
+            if !drive {
+                // The reader half sees the peer's close; we flush ours and keep the clock.
+                if let Poll::Ready(Err(error)) = self.poll_write_out(cx, w) {
+                    return Poll::Ready(Err(Error::Io(error)));
+                }
+                if self.conn.is_closing() && poll_timer(&mut self.close_timer, cx, w).is_ready() {
+                    debug!("peer did not answer our close frame in time");
+                    self.finish(Some(Error::Timeout(CLOSE_TIMEOUT)), End::TimedOut);
+                    continue;
+                }
+                if !self.closed_wakers.iter().any(|k| k.will_wake(cx.waker())) {
+                    self.closed_wakers.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            if let Some(Err(error)) = ready!(self.poll_recv(cx, w, true)) {
+                return Poll::Ready(Err(error));
+            }
+        }
+    }
+}
+
+impl Wakers {
+    /// A context whose waker wakes every task registered for reads.
+    fn read_cx(&self) -> Context<'_> {
+        Context::from_waker(&self.read_waker)
+    }
+
+    /// A context whose waker wakes every task registered for writes; registers `cx`.
+    fn write_cx(&self, cx: &Context<'_>) -> Context<'_> {
+        self.write_set.register(cx);
+        Context::from_waker(&self.write_waker)
+    }
+}
+
+/// Polls an optional timer with the read fan-out; `Pending` when there is none.
+fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, cx: &Context<'_>, w: &Wakers) -> Poll<()> {
+    match timer {
+        Some(timer) => {
+            w.read_set.register(cx);
+            timer.as_mut().poll(&mut w.read_cx())
+        }
+        None => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Role, WebSocket, WebSocketConfig};
+    use duplex_proto::Message;
+    use std::time::Duration;
+
+    fn held_bytes<S>(ws: &WebSocket<S>) -> usize {
+        let mut inner = ws.shared.lock();
+        inner.out.capacity() + inner.conn.read_buffer().capacity()
+    }
+
+    #[tokio::test]
+    async fn idle_connection_releases_its_buffers() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut client = WebSocket::from_raw(a, Role::Client, WebSocketConfig::default());
+        let mut server = WebSocket::from_raw(b, Role::Server, WebSocketConfig::default());
+        let big = Message::binary(vec![1u8; 512 << 10]);
+        let send = tokio::spawn(async move {
+            client.send(big).await.unwrap();
+            client
+        });
+        assert_eq!(server.recv().await.unwrap().unwrap().len(), 512 << 10);
+        let _client = send.await.unwrap();
+        // Nothing more arrives: the receive goes idle and gives its buffers back.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), server.recv())
+                .await
+                .is_err()
+        );
+        assert_eq!(held_bytes(&server), 0);
+    }
+}

@@ -1,0 +1,163 @@
+//! Upgrading a hyper 1.x request (feature `hyper`).
+//!
+//! The request is validated by the same [`handshake::accept`] as raw TCP servers use. On
+//! success you answer with the returned `101` response and await the [`PendingUpgrade`],
+//! which resolves once hyper hands over the connection.
+//!
+//! ```no_run
+//! use http_body_util::Full;
+//! use hyper::body::{Bytes, Incoming};
+//! use hyper::{Request, Response};
+//!
+//! async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+//!     match duplex::hyper::upgrade(&mut request, duplex::WebSocketConfig::default()) {
+//!         Ok((response, pending)) => {
+//!             tokio::spawn(async move {
+//!                 let Ok(mut ws) = pending.await else { return };
+//!                 while let Some(Ok(message)) = ws.recv().await {
+//!                     if ws.send(message).await.is_err() {
+//!                         break;
+//!                     }
+//!                 }
+//!             });
+//!             Ok(response)
+//!         }
+//!         Err(rejection) => Ok(rejection.response().map(Full::from)),
+//!     }
+//! }
+//! ```
+//!
+//! [`handshake::accept`]: duplex_proto::handshake::accept
+
+use crate::config::WebSocketConfig;
+use crate::error::Error;
+use crate::websocket::WebSocket;
+use duplex_proto::handshake::{self, ServerUpgrade};
+use duplex_proto::{Connection, DeflateParams, HandshakeError, Role};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, Request, Response};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// The transport of a WebSocket upgraded from hyper.
+pub type UpgradedIo = TokioIo<Upgraded>;
+
+/// Validates `request` as a WebSocket upgrade and prepares to take the connection over.
+///
+/// Returns the `101 Switching Protocols` response to send (the body type is any `Default`
+/// body: `Full<Bytes>`, `Empty<Bytes>`, axum's `Body`...) and a future that resolves to the
+/// WebSocket once hyper has sent the response.
+///
+/// # Errors
+/// The [`HandshakeError`] to answer with: `response()` gives the HTTP response.
+pub fn upgrade<B, R: Default>(
+    request: &mut Request<B>,
+    config: WebSocketConfig,
+) -> Result<(Response<R>, PendingUpgrade), HandshakeError> {
+    upgrade_with(request, config, |_, _, _| Ok(()))
+}
+
+/// [`upgrade`] with a callback that sees the request and the [`ServerUpgrade`] (select a
+/// subprotocol, check the `Origin`) and may add response headers; an error rejects the
+/// request with its status.
+///
+/// # Errors
+/// The [`HandshakeError`] from the checks or from the callback.
+pub fn upgrade_with<B, R, F>(
+    request: &mut Request<B>,
+    config: WebSocketConfig,
+    callback: F,
+) -> Result<(Response<R>, PendingUpgrade), HandshakeError>
+where
+    R: Default,
+    F: FnOnce(&Request<B>, &mut ServerUpgrade, &mut HeaderMap) -> Result<(), HandshakeError>,
+{
+    config
+        .validate()
+        .map_err(|e| HandshakeError::new(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut upgrade = handshake::accept(request, &config.proto)?;
+    let mut headers = HeaderMap::new();
+    callback(request, &mut upgrade, &mut headers)?;
+    let on_upgrade = hyper::upgrade::on(request);
+    let response = response_with(&upgrade, headers).map(|()| R::default());
+    Ok((
+        response,
+        PendingUpgrade {
+            on_upgrade,
+            deflate: upgrade.deflate(),
+            config: Some(config),
+        },
+    ))
+}
+
+/// The `101` response of `upgrade` plus extra headers, minus those that would contradict
+/// the handshake.
+pub(crate) fn response_with(upgrade: &ServerUpgrade, extra: HeaderMap) -> Response<()> {
+    let mut response = upgrade.response();
+    let mut last: Option<HeaderName> = None;
+    for (name, value) in extra {
+        // HeaderMap's IntoIterator yields the name only with the first of its values.
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        let Some(name) = &last else { continue };
+        if !is_handshake_header(name) {
+            response.headers_mut().append(name.clone(), value);
+        }
+    }
+    response
+}
+
+fn is_handshake_header(name: &HeaderName) -> bool {
+    name == UPGRADE
+        || name == CONNECTION
+        || name == CONTENT_LENGTH
+        || name == TRANSFER_ENCODING
+        || name.as_str().starts_with("sec-websocket-")
+}
+
+/// Resolves to the WebSocket once hyper hands the upgraded connection over.
+#[must_use = "the WebSocket only exists once this future is awaited"]
+pub struct PendingUpgrade {
+    on_upgrade: OnUpgrade,
+    deflate: Option<DeflateParams>,
+    config: Option<WebSocketConfig>,
+}
+
+impl PendingUpgrade {
+    pub(crate) fn new(
+        on_upgrade: OnUpgrade,
+        deflate: Option<DeflateParams>,
+        config: WebSocketConfig,
+    ) -> Self {
+        Self {
+            on_upgrade,
+            deflate,
+            config: Some(config),
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingUpgrade").finish_non_exhaustive()
+    }
+}
+
+impl Future for PendingUpgrade {
+    type Output = Result<WebSocket<UpgradedIo>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx)).map_err(Error::Upgrade)?;
+        let config = self.config.take().ok_or(Error::ConnectionClosed)?;
+        let conn = Connection::with_deflate(Role::Server, config.proto.clone(), self.deflate);
+        Poll::Ready(Ok(WebSocket::from_connection(
+            TokioIo::new(upgraded),
+            conn,
+            config,
+        )))
+    }
+}

@@ -1,0 +1,260 @@
+//! [`WebSocket`]: a connection over any tokio byte stream.
+
+use crate::config::WebSocketConfig;
+use crate::driver::Shared;
+use crate::error::Error;
+use crate::split::{WsReader, WsWriter};
+use bytes::Bytes;
+use duplex_proto::connection::PreparedFrame;
+use duplex_proto::{CloseCode, CloseFrame, Connection, Message, Role};
+use futures_core::Stream;
+use futures_sink::Sink;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A WebSocket connection after the opening handshake, over any `AsyncRead + AsyncWrite`
+/// stream (TCP, TLS, an upgraded hyper connection, an in-memory pipe).
+///
+/// The driver answers pings, replies to close frames and reports protocol violations to the
+/// peer by itself; the application sees only messages. Receive with [`recv`](Self::recv) (or
+/// as a [`Stream`]), send with [`send`](Self::send) (or as a [`Sink`]), and end with
+/// [`close`](Self::close). To read and write from different tasks, [`split`](Self::split) it.
+///
+/// Writes are buffered up to [`WebSocketConfig::write_buffer_high_water`]: [`feed`](Self::feed)
+/// queues without writing, [`flush`](Self::flush) writes everything queued in as few system
+/// calls as the transport allows (one vectored write when it supports them).
+pub struct WebSocket<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) config: Arc<WebSocketConfig>,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("role", &self.shared.role())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a stream on which the opening handshake already happened elsewhere, without
+    /// extensions. Only the driver settings and [`WebSocketConfig::proto`] limits are used.
+    pub fn from_raw(stream: S, role: Role, config: WebSocketConfig) -> Self {
+        let conn = Connection::new(role, config.proto.clone());
+        Self::from_connection(stream, conn, config)
+    }
+
+    /// Wraps a stream and a [`Connection`] built from a handshake done elsewhere (for example
+    /// with negotiated permessage-deflate parameters). The connection's own [`Config`]
+    /// applies; `config` gives the driver settings (buffering, timers).
+    ///
+    /// [`Config`]: duplex_proto::Config
+    pub fn from_connection(stream: S, conn: Connection, config: WebSocketConfig) -> Self {
+        Self::from_parts(stream, conn, config, &[])
+    }
+
+    /// After a handshake: `leftover` are bytes that arrived right behind the handshake head.
+    pub(crate) fn from_parts(
+        stream: S,
+        mut conn: Connection,
+        config: WebSocketConfig,
+        leftover: &[u8],
+    ) -> Self {
+        let pending_error = if leftover.is_empty() {
+            None
+        } else {
+            conn.handle_bytes(leftover).err()
+        };
+        Self {
+            shared: Shared::new(stream, conn, &config, pending_error),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Receives the next message.
+    ///
+    /// Returns `None` once the connection is finished: after a clean close handshake (the
+    /// close reply is flushed and the transport shut down before), and after an error has
+    /// been returned once. While waiting it answers pings, flushes pongs and close replies,
+    /// and sends keepalive pings ([`WebSocketConfig::ping_interval`]).
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] when the peer broke the protocol (the close frame saying why was
+    /// sent) or vanished without a close frame ([`ProtocolError::AbnormalClosure`]),
+    /// [`Error::Io`], [`Error::Timeout`] for the idle and close timeouts.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is only taken from the connection when it is returned.
+    ///
+    /// [`ProtocolError::AbnormalClosure`]: duplex_proto::ProtocolError::AbnormalClosure
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// Sends a message and flushes it (and anything fed before it).
+    ///
+    /// Waits first while more than [`WebSocketConfig::write_buffer_high_water`] bytes are
+    /// queued, so a slow peer slows the sender down instead of growing memory.
+    ///
+    /// # Errors
+    /// [`Error::Send`] after we started closing, [`Error::ConnectionClosed`] once the
+    /// connection is finished, [`Error::Io`].
+    ///
+    /// # Cancel safety
+    /// If cancelled while waiting for room, nothing was queued; if cancelled while flushing,
+    /// the message is queued and goes out with the next flush or receive.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without flushing; waits only while the queue is above the high-water
+    /// mark. Follow a burst of feeds with [`flush`](Self::flush).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is queued only when the future completes.
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
+        self.shared.start_send(message)
+    }
+
+    /// Queues a frame prepared once for many connections (fan-out) and flushes it.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
+        self.shared.start_send_prepared(frame)?;
+        self.flush().await
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::ConnectionClosed`] when bytes remain but the connection is
+    /// finished.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: what was not written stays queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_flush(cx)).await
+    }
+
+    /// Sends a ping (at most 125 bytes of payload) and flushes it. The pong shows up only as
+    /// activity for [`WebSocketConfig::idle_timeout`].
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`Error::Send`] for a payload over 125 bytes.
+    pub async fn ping(&mut self, payload: Bytes) -> Result<(), Error> {
+        self.shared.start_ping(payload)?;
+        self.flush().await
+    }
+
+    /// Closes cleanly: sends a close frame with `code` and `reason`, waits up to
+    /// [`WebSocketConfig::close_timeout`] for the peer's close frame (discarding messages
+    /// that arrive meanwhile), then shuts the transport down.
+    ///
+    /// Calling it when the connection is already closing or finished just waits for the end.
+    ///
+    /// # Errors
+    /// [`Error::Send`] for a code that may not be sent or a reason over 123 bytes,
+    /// [`Error::Timeout`] when the peer did not answer in time (the transport is shut down
+    /// anyway), or the error that ended the connection.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.shared
+            .start_close(Some(CloseFrame::new(code, reason)))?;
+        close_with_deadline(&self.shared, &self.config, true).await
+    }
+
+    /// Splits into a reader and a writer that may be used from different tasks.
+    ///
+    /// Pings keep being answered by the reader while the writer is idle or blocked; the
+    /// writer's [`close`](WsWriter::close) relies on the reader to see the peer's close frame
+    /// (or reads itself once the reader is dropped).
+    pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        (
+            WsReader::new(Arc::clone(&self.shared)),
+            WsWriter::new(self.shared, self.config),
+        )
+    }
+
+    /// The peer's close frame, once received (`None` also when it carried no status code).
+    pub fn close_frame(&self) -> Option<CloseFrame> {
+        self.shared.close_frame()
+    }
+
+    /// Whether the connection is finished (closed, failed or timed out).
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_finished()
+    }
+
+    /// Bytes queued for the transport.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.queued()
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.shared.role()
+    }
+
+    /// The configuration this connection runs with.
+    pub fn config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+}
+
+/// Drives the end of a close handshake, bounded by twice the close timeout (the driver's own
+/// timers normally end it after one).
+pub(crate) async fn close_with_deadline<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared<S>,
+    config: &WebSocketConfig,
+    drive_reads: bool,
+) -> Result<(), Error> {
+    let wait = poll_fn(|cx| shared.poll_close(cx, drive_reads));
+    match tokio::time::timeout(config.close_timeout.saturating_mul(2), wait).await {
+        Ok(result) => result,
+        Err(_) => {
+            shared.abort();
+            Err(Error::Timeout(crate::driver::CLOSE_TIMEOUT))
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.shared.poll_recv(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.shared.start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.poll_flush(cx)
+    }
+
+    /// Sends a `1000` close frame, then completes the close handshake as
+    /// [`WebSocket::close`] does (bounded by the driver's close timer).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared
+            .start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        self.shared.poll_close(cx, true)
+    }
+}

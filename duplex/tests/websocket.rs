@@ -1,0 +1,658 @@
+//! Client ↔ server over in-memory pipes and loopback TCP.
+
+mod common;
+
+use bytes::Bytes;
+use common::{bounded, listener, RawPeer};
+use duplex::{
+    ClientBuilder, CloseCode, CloseFrame, Error, Message, ProtocolError, Role, ServerBuilder,
+    WebSocket, WebSocketConfig,
+};
+use duplex_proto::{Config, Event};
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Echoes every message until the client closes.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) {
+    while let Some(Ok(message)) = ws.recv().await {
+        if ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn handshake_and_messages_over_memory_pipe() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            let ws = duplex::accept(server_io).await.unwrap();
+            echo(ws).await;
+        });
+        let (mut ws, response) = ClientBuilder::new("ws://localhost/chat")
+            .connect_on(client_io)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.send(Message::text("hello")).await.unwrap();
+        ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("hello"));
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::binary(vec![1u8, 2, 3])
+        );
+        ws.close(CloseCode::NORMAL, "bye").await.unwrap();
+        assert!(ws.recv().await.is_none());
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn text_and_binary_over_loopback_with_deflate() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            echo(duplex::accept(tcp).await.unwrap()).await;
+        });
+        let (mut ws, response) = duplex::connect(&url).await.unwrap();
+        let extensions = response
+            .headers()
+            .get("sec-websocket-extensions")
+            .expect("deflate negotiated")
+            .to_str()
+            .unwrap();
+        assert!(extensions.contains("permessage-deflate"), "{extensions}");
+        let text = "compressible ".repeat(10_000);
+        ws.send(Message::text(text.as_str())).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap().as_text(),
+            Some(text.as_str())
+        );
+        let binary: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        ws.send(Message::binary(binary.clone())).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::binary(binary));
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sixteen_mib_messages_both_ways() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = duplex::accept(tcp).await.unwrap();
+            loop {
+                match ws.recv().await {
+                    Some(Ok(message)) => ws.send(message).await.unwrap(),
+                    Some(Err(error)) => return error,
+                    None => panic!("expected the limit to be enforced"),
+                }
+            }
+        });
+        let no_deflate =
+            WebSocketConfig::default().with_proto(Config::default().with_deflate(None));
+        let (mut ws, _) = ClientBuilder::new(&url)
+            .config(no_deflate)
+            .connect()
+            .await
+            .unwrap();
+        let big: Vec<u8> = (0..16usize << 20).map(|i| (i % 253) as u8).collect();
+        let big = Bytes::from(big);
+        ws.send(Message::Binary(big.clone())).await.unwrap();
+        let back = ws.recv().await.unwrap().unwrap();
+        assert_eq!(back.len(), big.len());
+        assert!(back.as_bytes() == &big[..]);
+        // One byte over the limit is refused by the server with 1009. The server may close
+        // before it has read everything we send, so our send and receive may fail.
+        let too_big = Bytes::from(vec![0u8; (16 << 20) + 1]);
+        let _ = ws.send(Message::Binary(too_big)).await;
+        if let Some(Ok(m)) = ws.recv().await {
+            panic!("unexpected {} byte message", m.len());
+        }
+        if let Some(frame) = ws.close_frame() {
+            assert_eq!(frame.code, CloseCode::TOO_BIG);
+        }
+        match server.await.unwrap() {
+            Error::Protocol(e) => assert_eq!(e.close_code(), CloseCode::TOO_BIG),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn large_message_with_deflate() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            echo(duplex::accept(tcp).await.unwrap()).await;
+        });
+        let (mut ws, _) = duplex::connect(&url).await.unwrap();
+        let big: String = (0..4usize << 20)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        ws.send(Message::text(big.as_str())).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap().as_text(),
+            Some(big.as_str())
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clean_close_seen_by_both_sides_and_tcp_shut_down() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = duplex::accept(tcp).await.unwrap();
+            assert!(ws.recv().await.is_none(), "close is not an error");
+            assert_eq!(
+                ws.close_frame(),
+                Some(CloseFrame::new(CloseCode::NORMAL, "finished"))
+            );
+            assert!(ws.is_closed());
+            assert!(matches!(
+                ws.send(Message::text("late")).await,
+                Err(Error::ConnectionClosed)
+            ));
+        });
+        let (mut ws, _) = duplex::connect(&url).await.unwrap();
+        ws.close(CloseCode::NORMAL, "finished").await.unwrap();
+        assert!(ws.is_closed());
+        assert!(ws.recv().await.is_none());
+        assert_eq!(ws.close_frame().map(|f| f.code), Some(CloseCode::NORMAL));
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_initiated_close_shuts_down_tcp() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = duplex::accept(tcp).await.unwrap();
+            ws.close(CloseCode::GOING_AWAY, "restart").await.unwrap();
+        });
+        let (mut ws, _) = duplex::connect(&url).await.unwrap();
+        assert!(ws.recv().await.is_none());
+        assert_eq!(
+            ws.close_frame(),
+            Some(CloseFrame::new(CloseCode::GOING_AWAY, "restart"))
+        );
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_times_out_when_peer_never_answers() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let mut peer = RawPeer::accept(&listener).await;
+            // Read the close frame but never answer it; keep the socket open.
+            let event = peer.next_event().await;
+            assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        });
+        let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
+        let (mut ws, _) = ClientBuilder::new(&url)
+            .config(config)
+            .connect()
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let result = ws.close(CloseCode::NORMAL, "").await;
+        assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(ws.recv().await.is_none());
+        server.abort();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let connect = tokio::spawn(async move { duplex::connect(&url).await.unwrap() });
+        let mut peer = RawPeer::accept(&listener).await;
+        let (ws, _response) = connect.await.unwrap();
+        let (mut reader, mut writer) = ws.split();
+        let reader_task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(Ok(message)) = reader.recv().await {
+                got.push(message);
+            }
+            (got, reader.close_frame())
+        });
+        // The writer sits in another task, idle until told to send.
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let writer_task = tokio::spawn(async move {
+            go_rx.await.unwrap();
+            writer.send(Message::text("after pong")).await.unwrap();
+            writer.close(CloseCode::NORMAL, "done").await
+        });
+        peer.conn
+            .ping(Bytes::from_static(b"are you there"))
+            .unwrap();
+        peer.flush().await;
+        assert_eq!(
+            peer.next_event().await,
+            Some(Event::Pong(Bytes::from_static(b"are you there")))
+        );
+        peer.conn.send(Message::text("to reader")).unwrap();
+        peer.flush().await;
+        go_tx.send(()).unwrap();
+        assert_eq!(
+            peer.next_event().await,
+            Some(Event::Message(Message::text("after pong")))
+        );
+        assert!(matches!(peer.next_event().await, Some(Event::Close(_))));
+        peer.flush().await; // the core queued the close reply
+        peer.tcp.shutdown().await.unwrap();
+        writer_task.await.unwrap().unwrap();
+        let (got, close) = reader_task.await.unwrap();
+        assert_eq!(got, vec![Message::text("to reader")]);
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::NORMAL));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn peer_sending_garbage_gets_1002_and_we_get_protocol_error() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let mut peer = RawPeer::accept(&listener).await;
+            // A text frame with RSV2 set: no extension defines it.
+            peer.tcp.write_all(&[0xA1, 0x02, b'h', b'i']).await.unwrap();
+            let event = peer.next_event().await;
+            match event {
+                Some(Event::Close(Some(frame))) => {
+                    assert_eq!(frame.code, CloseCode::PROTOCOL_ERROR)
+                }
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+            assert!(
+                peer.sees_eof().await,
+                "client closes TCP after a protocol error"
+            );
+        });
+        let (mut ws, _) = duplex::connect(&url).await.unwrap();
+        match ws.recv().await {
+            Some(Err(Error::Protocol(e))) => assert_eq!(e.close_code(), CloseCode::PROTOCOL_ERROR),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert!(ws.recv().await.is_none());
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn peer_vanishing_is_abnormal_closure() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let peer = RawPeer::accept(&listener).await;
+            drop(peer);
+        });
+        let (mut ws, _) = duplex::connect(&url).await.unwrap();
+        server.await.unwrap();
+        match ws.recv().await {
+            Some(Err(Error::Protocol(ProtocolError::AbnormalClosure)))
+            | Some(Err(Error::Io(_))) => {}
+            other => panic!("expected abnormal closure, got {other:?}"),
+        }
+        assert!(ws.recv().await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn callback_rejection_is_seen_by_client_as_403() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let result = ServerBuilder::new()
+                .accept_with(tcp, |request, upgrade, _headers| {
+                    assert_eq!(request.uri().path(), "/test");
+                    if upgrade.origin() != Some("https://good.example") {
+                        return Err(duplex::HandshakeError::new(
+                            StatusCode::FORBIDDEN,
+                            "origin not allowed",
+                        ));
+                    }
+                    Ok(())
+                })
+                .await;
+            assert_eq!(
+                result.unwrap_err().handshake_status(),
+                Some(StatusCode::FORBIDDEN)
+            );
+        });
+        let error = ClientBuilder::new(&url)
+            .origin(http::HeaderValue::from_static("https://evil.example"))
+            .connect()
+            .await
+            .unwrap_err();
+        match error {
+            Error::Handshake(e) => assert_eq!(e.status(), StatusCode::FORBIDDEN),
+            other => panic!("expected a handshake error, got {other:?}"),
+        }
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn callback_selects_subprotocol_and_adds_headers() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ws = ServerBuilder::new()
+                .accept_with(tcp, |request, upgrade, headers| {
+                    assert_eq!(request.uri().query(), Some("room=1"));
+                    assert_eq!(upgrade.protocols(), ["v2", "v1"]);
+                    upgrade.select_protocol("v1")?;
+                    headers.insert("x-served-by", http::HeaderValue::from_static("duplex"));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            echo(ws).await;
+        });
+        let (mut ws, response) = ClientBuilder::new(format!("{url}?room=1"))
+            .protocols(["v2", "v1"])
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "v1");
+        assert_eq!(response.headers()["x-served-by"], "duplex");
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_request_is_answered_with_its_status() {
+    bounded(async {
+        let (listener, _url) = listener().await;
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            duplex::accept(tcp).await.unwrap_err()
+        });
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut answer)
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+        assert_eq!(
+            server.await.unwrap().handshake_status(),
+            Some(StatusCode::UPGRADE_REQUIRED)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn handshake_timeout() {
+    bounded(async {
+        let (listener, _url) = listener().await;
+        let addr = listener.local_addr().unwrap();
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let result = ServerBuilder::new()
+            .handshake_timeout(Duration::from_millis(100))
+            .accept(tcp)
+            .await;
+        assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sender_waits_when_peer_does_not_read() {
+    bounded(async {
+        // The peer end of the pipe is never read: after 64 KiB in the pipe and the
+        // high-water mark in our queue, sending must wait.
+        let (client_io, _server_io) = tokio::io::duplex(64 << 10);
+        let config = WebSocketConfig::default().with_write_buffer_high_water(128 << 10);
+        let mut ws = WebSocket::from_raw(client_io, Role::Client, config);
+        let chunk = Bytes::from(vec![7u8; 16 << 10]);
+        let mut sent = 0usize;
+        loop {
+            let send = ws.feed(Message::Binary(chunk.clone()));
+            match tokio::time::timeout(Duration::from_millis(200), send).await {
+                Ok(result) => {
+                    result.unwrap();
+                    sent += chunk.len();
+                    assert!(sent < 10 << 20, "feed never waited");
+                }
+                Err(_) => break,
+            }
+        }
+        let queued = ws.buffered_amount();
+        assert!(queued <= (128 << 10) + (16 << 10) + 64, "queued {queued}");
+        assert!(sent >= 128 << 10, "sent only {sent}");
+    })
+    .await;
+}
+
+/// Counts the write calls that reach the transport.
+struct CountingIo {
+    inner: tokio::io::DuplexStream,
+    writes: Arc<AtomicUsize>,
+    vectored: bool,
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        // DuplexStream has no vectored write; gather like a kernel would.
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        Pin::new(&mut self.inner).poll_write(cx, &all)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.vectored
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn pipelined_frames_are_coalesced_into_few_writes() {
+    for vectored in [true, false] {
+        bounded(async {
+            let (client_io, server_io) = tokio::io::duplex(1 << 20);
+            let writes = Arc::new(AtomicUsize::new(0));
+            let io = CountingIo {
+                inner: client_io,
+                writes: Arc::clone(&writes),
+                vectored,
+            };
+            let mut client = WebSocket::from_raw(io, Role::Client, WebSocketConfig::default());
+            let mut server =
+                WebSocket::from_raw(server_io, Role::Server, WebSocketConfig::default());
+            for i in 0..50 {
+                client
+                    .feed(Message::text(format!("message {i}")))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(writes.load(Ordering::SeqCst), 0, "feed does not write");
+            client.flush().await.unwrap();
+            let count = writes.load(Ordering::SeqCst);
+            assert!(
+                count <= 2,
+                "vectored={vectored}: {count} writes for 50 frames"
+            );
+            for i in 0..50 {
+                let message = server.recv().await.unwrap().unwrap();
+                assert_eq!(message.as_text(), Some(format!("message {i}").as_str()));
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn stream_and_sink_traits() {
+    bounded(async {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut client = WebSocket::from_raw(a, Role::Client, WebSocketConfig::default());
+        let server = WebSocket::from_raw(b, Role::Server, WebSocketConfig::default());
+        let server = tokio::spawn(async move {
+            let (mut sink, mut stream) = StreamExt::split(server);
+            while let Some(Ok(message)) = stream.next().await {
+                sink.send(message).await.unwrap();
+            }
+        });
+        client.send(Message::text("one")).await.unwrap();
+        SinkExt::send(&mut client, Message::text("two"))
+            .await
+            .unwrap();
+        assert_eq!(client.next().await.unwrap().unwrap(), Message::text("one"));
+        assert_eq!(client.next().await.unwrap().unwrap(), Message::text("two"));
+        SinkExt::close(&mut client).await.unwrap();
+        assert!(client.next().await.is_none());
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keepalive_pings_and_idle_timeout() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let mut peer = RawPeer::accept(&listener).await;
+            // The client's keepalive pings arrive; we never answer (the core would, so we
+            // drop the pongs it queued).
+            let mut pings = 0;
+            while let Some(event) = peer.next_event().await {
+                if matches!(event, Event::Ping(_)) {
+                    pings += 1;
+                    let mut discard = bytes::BytesMut::new();
+                    peer.conn.poll_transmit(&mut discard);
+                }
+                if matches!(event, Event::Close(_)) {
+                    break;
+                }
+            }
+            pings
+        });
+        let config = WebSocketConfig::default()
+            .with_ping_interval(Some(Duration::from_millis(50)))
+            .with_idle_timeout(Some(Duration::from_millis(400)))
+            .with_close_timeout(Duration::from_millis(200));
+        let (mut ws, _) = ClientBuilder::new(&url)
+            .config(config)
+            .connect()
+            .await
+            .unwrap();
+        match ws.recv().await {
+            Some(Err(Error::Timeout(what))) => assert_eq!(what, "idle timeout"),
+            other => panic!("expected idle timeout, got {other:?}"),
+        }
+        let pings = server.await.unwrap();
+        assert!(pings >= 3, "only {pings} keepalive pings");
+    })
+    .await;
+}
+
+#[test]
+fn public_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_type<T: Send + Sync>() {}
+    type Io = tokio::io::DuplexStream;
+    assert_send_type::<WebSocket<Io>>();
+    assert_send_type::<duplex::WsReader<Io>>();
+    assert_send_type::<duplex::WsWriter<Io>>();
+    assert_send_type::<Error>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (a, b) = tokio::io::duplex(64);
+        let mut ws = WebSocket::from_raw(a, Role::Client, WebSocketConfig::default());
+        assert_send(&ws.recv());
+        assert_send(&ws.send(Message::text("x")));
+        assert_send(&ws.feed(Message::text("x")));
+        assert_send(&ws.flush());
+        assert_send(&ws.ping(Bytes::new()));
+        assert_send(&ws.close(CloseCode::NORMAL, ""));
+        let (mut reader, mut writer) = ws.split();
+        assert_send(&reader.recv());
+        assert_send(&writer.send(Message::text("x")));
+        assert_send(&writer.close(CloseCode::NORMAL, ""));
+        assert_send(&duplex::accept(b));
+        assert_send(&duplex::connect("ws://127.0.0.1:1/"));
+        let builder = ClientBuilder::new("ws://127.0.0.1:1/");
+        assert_send(&builder.connect());
+        let (c, _d) = tokio::io::duplex(64);
+        assert_send(&builder.connect_on(c));
+        let server = ServerBuilder::new();
+        let (e, _f) = tokio::io::duplex(64);
+        assert_send(&server.accept_with(e, |_, _, _| Ok(())));
+    });
+}
