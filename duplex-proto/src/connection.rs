@@ -39,6 +39,8 @@ struct InFrame {
     header: FrameHeader,
     /// Payload bytes already consumed.
     done: usize,
+    /// The frame has been counted into the message in progress.
+    begun: bool,
 }
 
 /// A data message being reassembled from fragments or from a frame that arrives in pieces.
@@ -401,7 +403,11 @@ impl Connection {
                     Some((header, len)) => {
                         self.check_header(&header)?;
                         self.read.advance(len);
-                        InFrame { header, done: 0 }
+                        InFrame {
+                            header,
+                            done: 0,
+                            begun: false,
+                        }
                     }
                 },
             };
@@ -422,7 +428,7 @@ impl Connection {
                 continue;
             }
 
-            if frame.done == 0
+            if !frame.begun
                 && self.message.is_none()
                 && header.fin
                 && !header.rsv1()
@@ -446,7 +452,9 @@ impl Connection {
                 continue;
             }
 
-            if frame.done == 0 {
+            if !frame.begun {
+                // Once per frame, even when its payload spans several reads.
+                frame.begun = true;
                 self.begin_frame(&header);
             }
             let take = (len - frame.done).min(self.read.len());

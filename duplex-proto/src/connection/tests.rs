@@ -396,6 +396,20 @@ fn oversized_frame_fails_on_its_header() {
 }
 
 #[test]
+fn a_frame_split_across_reads_counts_as_one_fragment() {
+    // Found by the client_connection fuzz target: header in one read, payload in the next.
+    let config = Config::default().with_max_fragments(2);
+    let mut client = Connection::new(Role::Client, config);
+    client.handle_bytes(&[0x02, 0x01]).unwrap();
+    client.handle_bytes(&[0xAA]).unwrap();
+    client.handle_bytes(&[0x80, 0x01, 0xBB]).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(Message::binary(vec![0xAA, 0xBB]))]
+    );
+}
+
+#[test]
 fn outgoing_fragmentation() {
     let (mut client, mut server) = pair_with(Config::default().with_max_send_frame_size(3), None);
     client.send(Message::text("abcdefgh")).unwrap();

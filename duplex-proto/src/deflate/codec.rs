@@ -260,11 +260,12 @@ fn inflate_into(
         let consumed = (inflater.total_in() - in_before) as usize;
         let produced = (inflater.total_out() - out_before) as usize;
         out.truncate(len + produced);
-        let status = status.map_err(|e| ProtocolError::Inflate(e.to_string()))?;
+        // The limit first: `out` must never be left above `max`, whatever zlib says.
         if out.len() > max {
             out.truncate(max);
             return Err(ProtocolError::MessageTooBig { max });
         }
+        let status = status.map_err(|e| ProtocolError::Inflate(e.to_string()))?;
         input = input.get(consumed..).unwrap_or_default();
         if status == Status::StreamEnd {
             return Ok(true);
@@ -594,6 +595,18 @@ mod tests {
         }
         bomb.truncate(bomb.len() - TAIL.len());
         bomb
+    }
+
+    #[test]
+    fn error_in_the_step_that_crosses_the_limit_keeps_out_bounded() {
+        // Found by the inflate fuzz target: zlib fails in the same call that produced
+        // max + 1 bytes.
+        let mut codec = DeflateCodec::new(Role::Client, DeflateParams::default(), 1);
+        let mut out = BytesMut::new();
+        assert!(codec
+            .decompress(&[0x8a, 0x97, 0x00, 0xff], false, &mut out, 1)
+            .is_err());
+        assert!(out.len() <= 1, "out holds {} bytes", out.len());
     }
 
     #[test]
