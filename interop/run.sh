@@ -22,7 +22,7 @@
 #
 # Environment (optional):
 #   INTEROP_PEERS="python node"   which peers to run (default both)
-#   INTEROP_NO_BUILD=1            skip `cargo build --release -p duplex-cli`
+#   INTEROP_NO_BUILD=1            skip `cargo build --release -p duplex-cli` (and the examples)
 #   DUPLEX_BIN                    the duplex binary (default <target>/release/duplex)
 #   PYTHON                        Python with websockets (default .venv/bin/python)
 set -euo pipefail
@@ -74,8 +74,10 @@ command -v openssl >/dev/null || die "openssl not found"
 command -v timeout >/dev/null || die "timeout (coreutils) not found"
 
 if [[ -z "${DUPLEX_BIN:-}" && "${INTEROP_NO_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release -p duplex-cli"
+    log "cargo build --release -p duplex-cli -p duplex --examples"
     cargo build --release -p duplex-cli --manifest-path "$ROOT/Cargo.toml" || die "building duplex-cli failed"
+    cargo build --release -p duplex --examples --manifest-path "$ROOT/Cargo.toml" ||
+        die "building the duplex examples failed"
 fi
 BIN="${DUPLEX_BIN:-$TARGET_DIR/release/duplex}"
 [[ -x "$BIN" ]] || die "duplex binary not found at $BIN"
@@ -422,6 +424,28 @@ if start_peer_server "${PEERS[0]}" echo wss on yes "$label"; then
 else
     record 0 "$label: peer server started" "no 'listening on' line"
 fi
+
+# The README's two examples (duplex/examples/echo_server.rs and client.rs) against each
+# other: the client's message must come back and the client must exit 0 after its close.
+label="README examples: the client example's message comes back from the echo_server example"
+EXAMPLES="$TARGET_DIR/release/examples"
+"$EXAMPLES/echo_server" 127.0.0.1:0 >"$WORK/example-server.out" 2>&1 &
+EXAMPLE_PID=$!
+PIDS+=("$EXAMPLE_PID")
+if EXAMPLE_PORT="$(wait_for_port "$WORK/example-server.out" "$EXAMPLE_PID")"; then
+    rc=0
+    run_child timeout --kill-after=5 30 "$EXAMPLES/client" "ws://127.0.0.1:$EXAMPLE_PORT" \
+        </dev/null >"$WORK/example-client.out" 2>&1 || rc=$?
+    if ((rc == 0)) && grep -q 'hello from duplex' "$WORK/example-client.out"; then
+        record 1 "$label"
+    else
+        record 0 "$label" "exit status $rc, output: $(head -c 300 "$WORK/example-client.out")"
+    fi
+else
+    record 0 "$label" "the echo_server example printed no 'listening on' line"
+fi
+kill -TERM "$EXAMPLE_PID" 2>/dev/null || true
+wait "$EXAMPLE_PID" 2>/dev/null || true
 
 # --- summary ------------------------------------------------------------------------
 passed="$(grep -c '^PASS ' "$RESULTS" || true)"

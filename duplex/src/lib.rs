@@ -91,3 +91,8 @@ pub use duplex_proto::{
     ProtocolError, Role, SendError, Utf8Bytes,
 };
 pub use http;
+
+/// The README's Rust examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
