@@ -108,6 +108,9 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+static SERVER: duplex::http::HeaderValue =
+    duplex::http::HeaderValue::from_static(concat!("duplex/", env!("CARGO_PKG_VERSION")));
+
 /// One connection: optional TLS, the handshake, then echo.
 async fn serve(
     tcp: TcpStream,
@@ -141,7 +144,13 @@ async fn echo_on<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ws = builder.accept(stream).await?;
+    // Name ourselves in the 101 response (Autobahn files its report under this name).
+    let mut ws = builder
+        .accept_with(stream, |_request, _upgrade, headers| {
+            headers.insert(duplex::http::header::SERVER, SERVER.clone());
+            Ok(())
+        })
+        .await?;
     echo(&mut ws, &mut shutdown).await
 }
 
