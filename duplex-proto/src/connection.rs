@@ -15,8 +15,9 @@ use std::io::IoSlice;
 mod outbuf;
 use outbuf::OutQueue;
 
-/// Payloads up to this size are copied next to their header so that many small frames go
-/// out as one contiguous write; larger ones are queued by reference (no copy).
+/// Payloads up to this size are copied: outgoing ones next to their header, so that many
+/// small frames go out as one contiguous write, incoming ones out of the read buffer, so a
+/// kept message does not pin it. Larger ones are shared by reference (no copy).
 const INLINE_PAYLOAD: usize = 4096;
 
 /// Control frame payloads are at most 125 bytes (RFC 6455 §5.5), so a close reason is at
@@ -420,11 +421,8 @@ impl Connection {
                     self.frame = Some(frame);
                     return Ok(());
                 }
-                let mut payload = self.read.split_to(len);
-                if let Some(mask) = header.mask {
-                    apply_mask(&mut payload, mask, 0);
-                }
-                self.on_control(header.opcode, payload.freeze())?;
+                let payload = take_payload(&mut self.read, len, header.mask);
+                self.on_control(header.opcode, payload)?;
                 continue;
             }
 
@@ -435,18 +433,14 @@ impl Connection {
                 && self.read.len() >= len
             {
                 // The common case: a whole, unfragmented, uncompressed message is here.
-                // Hand out the bytes without copying.
-                let mut payload = self.read.split_to(len);
-                if let Some(mask) = header.mask {
-                    apply_mask(&mut payload, mask, 0);
-                }
+                let payload = take_payload(&mut self.read, len, header.mask);
                 let message = if header.opcode == OpCode::TEXT {
                     if simdutf8::basic::from_utf8(&payload).is_err() {
                         return Err(ProtocolError::InvalidUtf8);
                     }
-                    Message::Text(Utf8Bytes::from_bytes_unchecked(payload.freeze()))
+                    Message::Text(Utf8Bytes::from_bytes_unchecked(payload))
                 } else {
-                    Message::Binary(payload.freeze())
+                    Message::Binary(payload)
                 };
                 self.events.push_back(Event::Message(message));
                 continue;
@@ -455,7 +449,8 @@ impl Connection {
             if !frame.begun {
                 // Once per frame, even when its payload spans several reads.
                 frame.begun = true;
-                self.begin_frame(&header);
+                let arrived = self.read.len();
+                self.begin_frame(&header, arrived);
             }
             let take = (len - frame.done).min(self.read.len());
             if take > 0 || len == 0 {
@@ -533,15 +528,18 @@ impl Connection {
         Ok(())
     }
 
-    fn begin_frame(&mut self, h: &FrameHeader) {
+    /// Counts a frame into the message in progress, starting one for a first frame.
+    /// `arrived` is how much of its payload is already buffered.
+    fn begin_frame(&mut self, h: &FrameHeader, arrived: usize) {
         match &mut self.message {
             Some(m) => m.fragments += 1,
             None => {
+                // Room for what has arrived, not for what the header announces: a peer that
+                // announces 16 MiB and sends one byte must not make us allocate 16 MiB.
                 let capacity = if h.rsv1() {
                     0
                 } else {
-                    // Bounded by max_frame_size in check_header.
-                    h.payload_len as usize
+                    arrived.min(h.payload_len as usize)
                 };
                 self.message = Some(Box::new(Assembly {
                     text: h.opcode == OpCode::TEXT,
@@ -726,6 +724,26 @@ impl Connection {
             self.out.push(payload);
         }
     }
+}
+
+/// Takes a whole payload of `len` bytes from the front of `read` and unmasks it.
+///
+/// Small payloads are copied out, so a short message the application keeps (in a history,
+/// say) does not pin the whole read buffer; large ones are split off without copying.
+fn take_payload(read: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> Bytes {
+    if len <= INLINE_PAYLOAD {
+        let mut payload = BytesMut::from(&read[..len]);
+        read.advance(len);
+        if let Some(mask) = mask {
+            apply_mask(&mut payload, mask, 0);
+        }
+        return payload.freeze();
+    }
+    let mut payload = read.split_to(len);
+    if let Some(mask) = mask {
+        apply_mask(&mut payload, mask, 0);
+    }
+    payload.freeze()
 }
 
 fn parse_close_payload(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {

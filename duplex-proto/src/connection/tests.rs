@@ -410,6 +410,36 @@ fn a_frame_split_across_reads_counts_as_one_fragment() {
 }
 
 #[test]
+fn announced_length_is_not_preallocated() {
+    // A 16 MiB frame announced, 3 bytes sent: the buffer holds what arrived, not 16 MiB.
+    let mut server = Connection::new(Role::Server, Config::default());
+    let mut input = vec![0x82, 0xFF, 0, 0, 0, 0, 0, 0xFF, 0, 0, 1, 2, 3, 4];
+    input.extend_from_slice(&[9, 9, 9]);
+    server.handle_bytes(&input).unwrap();
+    let capacity = server.message.as_ref().map_or(0, |m| m.buf.capacity());
+    assert!(capacity < 1 << 10, "preallocated {capacity} bytes");
+}
+
+#[test]
+fn small_messages_do_not_pin_the_read_buffer() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.read_buffer().reserve(64 << 10);
+    let buffer_start = server.read_buffer().as_ptr() as usize;
+    server
+        .read_buffer()
+        .extend_from_slice(&masked(0x82, b"tiny"));
+    server.handle_read().unwrap();
+    let Some(Event::Message(Message::Binary(payload))) = server.poll_event() else {
+        panic!("a binary message")
+    };
+    let at = payload.as_ptr() as usize;
+    assert!(
+        !(buffer_start..buffer_start + (64 << 10)).contains(&at),
+        "the message lives inside the read buffer"
+    );
+}
+
+#[test]
 fn outgoing_fragmentation() {
     let (mut client, mut server) = pair_with(Config::default().with_max_send_frame_size(3), None);
     client.send(Message::text("abcdefgh")).unwrap();
