@@ -331,8 +331,13 @@ fn client_offers(config: &DeflateConfig) -> Vec<PmdParams> {
     };
     let mut offers = vec![first];
     if !config.client_no_context_takeover {
+        // Also asks for server_no_context_takeover, which a server accepting this offer must
+        // confirm (RFC 7692 §7.1.1.1): a response without it can only answer the first offer,
+        // so we keep our context there. Without that marker the client could not tell which
+        // offer was accepted, and would have to keep this offer's promise everywhere.
         offers.push(PmdParams {
             client_no_context_takeover: true,
+            server_no_context_takeover: true,
             ..first
         });
     }
@@ -347,12 +352,13 @@ fn client_offers(config: &DeflateConfig) -> Vec<PmdParams> {
 /// offers in order of preference (RFC 7692 §5). With the default config:
 ///
 /// ```text
-/// permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; client_max_window_bits, permessage-deflate
+/// permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; server_no_context_takeover; client_max_window_bits, permessage-deflate
 /// ```
 ///
 /// The first asks for nothing and lets the server shrink our window; the second also offers
 /// `client_no_context_takeover`, which some servers (the Autobahn fuzzingserver) only impose
-/// when offered; the last is a bare fallback for servers that mishandle
+/// when offered, and asks for `server_no_context_takeover` so that a response to it can be
+/// told apart from a response to the first; the last is a bare fallback for servers that mishandle
 /// `client_max_window_bits`. The config's requests (`server_no_context_takeover`, windows
 /// below 15) appear in every offer.
 pub fn client_offer(config: &DeflateConfig) -> String {
@@ -412,19 +418,37 @@ pub fn negotiate_client<'a>(
     let Some(response) = accepted else {
         return Ok(None);
     };
+    // The response may fit several offers; the server may have accepted any of them, so keep
+    // the strictest promise among those it fits (RFC 7692 §7.1.1.2: an offered
+    // client_no_context_takeover binds us even when the response leaves it out).
     let mut first_mismatch = None;
+    let mut negotiated: Option<DeflateParams> = None;
     for offer in client_offers(config) {
         match match_response(&offer, &response, config) {
-            Ok(params) => return Ok(Some(params)),
+            Ok(params) => {
+                negotiated = Some(match negotiated {
+                    None => params,
+                    Some(n) => DeflateParams {
+                        client_no_context_takeover: n.client_no_context_takeover
+                            || params.client_no_context_takeover,
+                        client_max_window_bits: n
+                            .client_max_window_bits
+                            .min(params.client_max_window_bits),
+                        ..n
+                    },
+                });
+            }
             Err(e) => {
                 first_mismatch.get_or_insert(e);
             }
         }
     }
-    Err(ExtensionError(format!(
-        "permessage-deflate response matches none of our offers: {}",
-        first_mismatch.unwrap_or_default()
-    )))
+    negotiated.map(Some).ok_or_else(|| {
+        ExtensionError(format!(
+            "permessage-deflate response matches none of our offers: {}",
+            first_mismatch.unwrap_or_default()
+        ))
+    })
 }
 
 /// The parameters a server `response` to our `offer` gives, or why it does not fit the offer.
@@ -627,7 +651,8 @@ mod tests {
         assert_eq!(
             client_offer(&DeflateConfig::default()),
             "permessage-deflate; client_max_window_bits, \
-             permessage-deflate; client_no_context_takeover; client_max_window_bits, \
+             permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits, \
              permessage-deflate"
         );
         let config = DeflateConfig::default()
@@ -667,9 +692,16 @@ mod tests {
                 "permessage-deflate; client_no_context_takeover; client_max_window_bits=8",
                 Ok(Some(p(false, true, 15, 8))),
             ),
+            // Could answer our second offer, whose client_no_context_takeover binds us even
+            // unechoed (RFC 7692 §7.1.1.2): keep the promise.
             (
                 "permessage-deflate; server_no_context_takeover",
-                Ok(Some(p(true, false, 15, 15))),
+                Ok(Some(p(true, true, 15, 15))),
+            ),
+            // Without server_no_context_takeover it can only answer the first offer.
+            (
+                "permessage-deflate; client_max_window_bits=12",
+                Ok(Some(p(false, false, 15, 12))),
             ),
             (
                 "permessage-deflate; client_max_window_bits",
@@ -714,7 +746,9 @@ mod tests {
             .with_server_no_context_takeover(true)
             .with_server_max_window_bits(10);
         let ok = "permessage-deflate; server_no_context_takeover; server_max_window_bits=9";
-        assert_eq!(client(&[ok], &config), Ok(Some(p(true, false, 9, 15))));
+        // Both our offers fit this response, and the second promised
+        // client_no_context_takeover: we keep that promise.
+        assert_eq!(client(&[ok], &config), Ok(Some(p(true, true, 9, 15))));
         for (bad, needle) in [
             (
                 "permessage-deflate; server_max_window_bits=10",
@@ -803,14 +837,28 @@ mod tests {
             let _ = negotiate_client([value.as_str()], &config);
         }
 
-        // Whatever the two policies, our client and server agree on the parameters.
+        // Whatever the two policies, our client and server agree on the parameters, except
+        // that the client may keep a client_no_context_takeover promise the server did not
+        // need: a client that resets its compressor is always decodable.
         #[test]
         fn client_and_server_agree(client_config in any_config(), server_config in any_config()) {
             let offer = client_offer(&client_config);
             let (server_params, response) =
                 negotiate_server([offer.as_str()], &server_config).unwrap().unwrap();
-            let client_params = negotiate_client([response.as_str()], &client_config).unwrap();
-            prop_assert_eq!(client_params, Some(server_params));
+            let client_params = negotiate_client([response.as_str()], &client_config)
+                .unwrap()
+                .unwrap();
+            prop_assert!(
+                client_params.client_no_context_takeover
+                    || !server_params.client_no_context_takeover
+            );
+            prop_assert_eq!(
+                client_params,
+                DeflateParams {
+                    client_no_context_takeover: client_params.client_no_context_takeover,
+                    ..server_params
+                }
+            );
             prop_assert!(server_params.server_max_window_bits <= server_config.server_max_window_bits);
             prop_assert!(server_params.server_max_window_bits <= client_config.server_max_window_bits);
             prop_assert!(server_params.client_max_window_bits <= server_config.client_max_window_bits);
