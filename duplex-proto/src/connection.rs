@@ -198,6 +198,13 @@ impl Connection {
         if self.state == CloseState::Closed || self.failed {
             return Ok(());
         }
+        if self.close_received {
+            // The peer closed and went; its close event may still wait in the queue, but
+            // there is nobody left to reply to.
+            self.close_pending = false;
+            self.state = CloseState::Closed;
+            return Ok(());
+        }
         self.failed = true;
         self.state = CloseState::Closed;
         self.message = None;

@@ -326,6 +326,16 @@ fn message_before_the_peer_close_can_still_be_answered() {
 }
 
 #[test]
+fn eof_after_the_peer_close_is_clean_even_before_the_event_is_taken() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let input = [masked(0x82, b"data"), masked(0x88, &[0x03, 0xE8])].concat();
+    server.handle_bytes(&input).unwrap();
+    // The peer closed and went away before the application took its events.
+    assert_eq!(server.handle_eof(), Ok(()));
+    assert!(server.is_closed());
+}
+
+#[test]
 fn eof_before_close_is_abnormal() {
     let mut server = Connection::new(Role::Server, Config::default());
     assert_eq!(server.handle_eof(), Err(ProtocolError::AbnormalClosure));
