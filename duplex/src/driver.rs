@@ -323,37 +323,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 self.finish(None, End::Clean);
                 continue;
             }
-            if self.conn.is_closing() && poll_timer(&mut self.close_timer, cx, w).is_ready() {
-                debug!("peer did not answer our close frame in time");
-                self.finish(Some(Error::Timeout(CLOSE_TIMEOUT)), End::TimedOut);
-                continue;
-            }
-            if self.poll_idle(cx, w).is_ready() {
-                debug!("connection idle for too long; closing");
-                let _ = self
-                    .conn
-                    .close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "idle timeout")));
-                self.finish(Some(Error::Timeout("idle timeout")), End::TimedOut);
-                continue;
-            }
             self.poll_keepalive(cx, w);
             // Pongs and close replies go out even while the writer is idle; a full socket
             // does not stop reading (the peer may be blocked on us reading)...
             if !self.write_failed {
-                if let Poll::Ready(Err(error)) = self.poll_write_out(cx, w) {
+                match self.poll_write_out(cx, w) {
+                    Poll::Ready(Ok(())) => {
+                        // TLS streams hold written records until flushed.
+                        w.write_set.register(cx);
+                        let mut wcx = w.write_cx(cx);
+                        if let Poll::Ready(Err(error)) =
+                            Pin::new(&mut self.stream).poll_flush(&mut wcx)
+                        {
+                            debug!(%error, "flush failed");
+                            self.write_failed = true;
+                        }
+                    }
                     // Keep reading: the peer's close frame may explain why it stopped reading.
-                    debug!(%error, "write failed");
+                    Poll::Ready(Err(error)) => debug!(%error, "write failed"),
+                    Poll::Pending => {}
                 }
             }
             // ...unless answers to the peer's pings pile up unread.
-            if !self.write_failed
+            let stalled = !self.write_failed
                 && self.control_backlog > CONTROL_BACKLOG_LIMIT
-                && self.conn.has_pending_transmit()
-            {
-                return Poll::Pending;
-            }
-            match self.poll_read(cx, w) {
+                && self.conn.has_pending_transmit();
+            let read = if stalled {
+                Poll::Pending
+            } else {
+                self.poll_read(cx, w)
+            };
+            match read {
                 Poll::Pending => {
+                    // Timers only once nothing more can be read: data (or the close frame
+                    // we wait for) already in the socket is not a timeout.
+                    if self.conn.is_closing() && poll_timer(&mut self.close_timer, cx, w).is_ready()
+                    {
+                        debug!("peer did not answer our close frame in time");
+                        self.finish(Some(Error::Timeout(CLOSE_TIMEOUT)), End::TimedOut);
+                        continue;
+                    }
+                    if self.poll_idle(cx, w).is_ready() {
+                        debug!("connection idle for too long; closing");
+                        let _ = self
+                            .conn
+                            .close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "idle timeout")));
+                        self.finish(Some(Error::Timeout("idle timeout")), End::TimedOut);
+                        continue;
+                    }
                     self.release_idle_memory();
                     return Poll::Pending;
                 }
@@ -378,7 +395,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// Processes the read buffer.
     fn handle_read(&mut self) {
         let before = self.conn.read_buffer().len();
-        if let Err(error) = self.conn.handle_read() {
+        let result = self.conn.handle_read();
+        if self.write_failed {
+            // Nothing queued can be written any more: drop pongs and replies rather than
+            // let a peer that keeps sending grow the queue.
+            let pending = self.conn.pending_transmit_len();
+            self.conn.advance_transmit(pending);
+            self.out.clear();
+        }
+        if let Err(error) = result {
             self.pending_error = Some(error);
         } else {
             // Resume only while calls make progress: a partial frame stays put.
@@ -473,8 +498,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         for waker in self.closed_wakers.drain(..) {
             waker.wake();
         }
-        // Senders waiting for room learn that there will be none.
+        // Senders waiting for room learn that there will be none; a reader parked on the
+        // socket learns that the connection is over.
         w.write_set.wake_all();
+        w.read_set.wake_all();
     }
 
     fn release_idle_memory(&mut self) {
@@ -510,7 +537,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
         w.read_set.register(cx);
         while timer.as_mut().poll(&mut w.read_cx()).is_ready() {
-            if self.conn.can_send() {
+            if self.conn.can_send() && !self.write_failed {
                 let _ = self.conn.ping(Bytes::new());
             }
             timer.as_mut().reset(Instant::now() + interval);
@@ -541,6 +568,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         loop {
             if self.out.is_empty() && !self.conn.has_pending_transmit() {
+                // Every pong queued so far is written.
+                self.control_backlog = 0;
                 return Poll::Ready(Ok(()));
             }
             w.write_set.register(cx);

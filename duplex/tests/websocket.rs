@@ -619,6 +619,25 @@ async fn keepalive_pings_and_idle_timeout() {
     .await;
 }
 
+#[tokio::test]
+async fn data_waiting_in_the_socket_is_not_an_idle_timeout() {
+    bounded(async {
+        let (a, b) = tokio::io::duplex(4096);
+        let config = WebSocketConfig::default().with_idle_timeout(Some(Duration::from_millis(100)));
+        let mut client = WebSocket::from_raw(a, Role::Client, config);
+        let mut server = WebSocket::from_raw(b, Role::Server, WebSocketConfig::default());
+        server.send(Message::text("waiting")).await.unwrap();
+        // The application is busy for longer than the idle timeout; the message was there all
+        // along, so the next recv() must deliver it rather than time out.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            client.recv().await.unwrap().unwrap(),
+            Message::text("waiting")
+        );
+    })
+    .await;
+}
+
 #[test]
 fn public_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
