@@ -11,6 +11,7 @@
 #                    cargo-fuzz
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
+#   doc              cargo doc --no-deps --workspace --all-features, warnings denied
 #   test             cargo test --workspace --all-features
 #   build            cargo build --release --workspace --bins --examples
 #   fuzz             scripts/fuzz-smoke.sh (required)
@@ -23,11 +24,11 @@
 # summary line per step and `N passed, M failed` counting steps, where a step
 # not run because an earlier one failed counts as failed.
 #
-# Where the time goes (one run on the 2-core machine, CI=true, empty target
-# dir, cargo-fuzz already installed, other builds running alongside): setup
-# 1 s, fmt 1 s, clippy 90 s, test 125 s, release build 201 s, fuzz smoke
-# 157 s, Autobahn server role 259 s, client role 195 s, interop 64 s; 18 min
-# in all. Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
+# Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
+# already installed): setup 8 s, fmt 1 s, clippy 46 s, test 74 s, release
+# build 136 s, fuzz smoke 184 s, Autobahn server role 325 s, client role
+# 238 s, interop 62 s; 18 min in all (the doc step, added later, takes about
+# 30 s). Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
 # A machine without cargo-fuzz also pays for `cargo install cargo-fuzz`.
 set -uo pipefail
 
@@ -40,7 +41,7 @@ if [[ "${CI:-}" == true || "${CI:-}" == 1 ]]; then
     export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never
 fi
 
-ALL_STEPS=(setup fmt clippy test build fuzz autobahn-server autobahn-client interop)
+ALL_STEPS=(setup fmt clippy doc test build fuzz autobahn-server autobahn-client interop)
 KEEP_GOING=0
 SELECTED=()
 for arg in "$@"; do
@@ -152,6 +153,7 @@ step_setup() {
 # --- the other steps ----------------------------------------------------------------
 step_fmt() { cargo fmt --all -- --check; }
 step_clippy() { cargo clippy --workspace --all-targets --all-features -- -D warnings; }
+step_doc() { RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --no-deps --workspace --all-features; }
 step_test() { cargo test --workspace --all-features; }
 # --bins --examples: the Autobahn client is an example, and examples build in CI.
 step_build() { cargo build --release --workspace --bins --examples; }
@@ -168,6 +170,7 @@ describe() {
     setup) echo "install missing tools (apt, .venv/, npm ci, cargo-fuzz)" ;;
     fmt) echo "cargo fmt --all -- --check" ;;
     clippy) echo "cargo clippy --workspace --all-targets --all-features -- -D warnings" ;;
+    doc) echo "cargo doc --no-deps --workspace --all-features (warnings denied)" ;;
     test) echo "cargo test --workspace --all-features" ;;
     build) echo "cargo build --release --workspace --bins --examples" ;;
     fuzz) echo "scripts/fuzz-smoke.sh" ;;
