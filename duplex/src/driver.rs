@@ -106,8 +106,6 @@ pub(crate) struct Inner<S> {
     pending_error: Option<ProtocolError>,
     write_failed: bool,
     read_eof: bool,
-    /// Bytes were left in the read buffer by the last `handle_read`.
-    resume_read: bool,
     control_backlog: usize,
     last_read: Instant,
     ping_timer: Option<Pin<Box<Sleep>>>,
@@ -146,7 +144,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 pending_error,
                 write_failed: false,
                 read_eof: false,
-                resume_read: true,
                 control_backlog: 0,
                 last_read: Instant::now(),
                 ping_timer: None,
@@ -307,13 +304,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     _ => {}
                 }
             }
-            if self.resume_read {
-                // The core may stop early (say, before a close frame) until its events are
-                // taken; give it the rest of the buffer before reading more.
-                self.resume_read = false;
-                self.handle_read();
-                continue;
-            }
             if let Some(error) = self.pending_error.take() {
                 debug!(%error, "peer broke the protocol; closing");
                 self.finish(Some(Error::Protocol(error)), End::Failed);
@@ -393,8 +383,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     /// Processes the read buffer.
+    ///
+    /// The core consumes every complete frame in one call (a close or error takes effect
+    /// behind the events already queued), so what stays buffered is at most part of a frame.
     fn handle_read(&mut self) {
-        let before = self.conn.read_buffer().len();
         let result = self.conn.handle_read();
         if self.write_failed {
             // Nothing queued can be written any more: drop pongs and replies rather than
@@ -405,10 +397,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         if let Err(error) = result {
             self.pending_error = Some(error);
-        } else {
-            // Resume only while calls make progress: a partial frame stays put.
-            let after = self.conn.read_buffer().len();
-            self.resume_read = after > 0 && after < before;
         }
     }
 
