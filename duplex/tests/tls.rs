@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::bounded;
+use common::{bounded, echo};
 use duplex::tls::{TlsAcceptor, TlsRoots};
 use duplex::{ClientBuilder, CloseCode, Error, Message};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -66,12 +66,7 @@ async fn tls_echo_server(pki: &Pki, connections: usize) -> u16 {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut ws = duplex::accept(tls).await.unwrap();
-                while let Some(Ok(message)) = ws.recv().await {
-                    if ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
+                echo(duplex::accept(tls).await.unwrap()).await;
             });
         }
     });

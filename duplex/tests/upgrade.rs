@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::bounded;
+use common::{bounded, echo};
 use duplex::{ClientBuilder, CloseCode, Error, Message};
 use http::StatusCode;
 use http_body_util::Full;
@@ -37,12 +37,7 @@ async fn hyper_handler(
     match result {
         Ok((response, pending)) => {
             tokio::spawn(async move {
-                let mut ws = pending.await.unwrap();
-                while let Some(Ok(message)) = ws.recv().await {
-                    if ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
+                echo(pending.await.unwrap()).await;
             });
             Ok(response)
         }
@@ -91,15 +86,7 @@ async fn hyper_upgrade() {
 }
 
 async fn axum_handler(upgrade: duplex::axum::WebSocketUpgrade) -> axum::response::Response {
-    upgrade
-        .protocols(["chat.v2", "chat.v1"])
-        .on_upgrade(|mut ws| async move {
-            while let Some(Ok(message)) = ws.recv().await {
-                if ws.send(message).await.is_err() {
-                    break;
-                }
-            }
-        })
+    upgrade.protocols(["chat.v2", "chat.v1"]).on_upgrade(echo)
 }
 
 #[tokio::test]

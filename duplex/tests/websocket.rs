@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{bounded, listener, RawPeer};
+use common::{bounded, echo, listener, RawPeer};
 use duplex::{
     ClientBuilder, CloseCode, CloseFrame, Error, Message, ProtocolError, Role, ServerBuilder,
     WebSocket, WebSocketConfig,
@@ -18,15 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-
-/// Echoes every message until the client closes.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) {
-    while let Some(Ok(message)) = ws.recv().await {
-        if ws.send(message).await.is_err() {
-            break;
-        }
-    }
-}
 
 #[tokio::test]
 async fn handshake_and_messages_over_memory_pipe() {

@@ -10,6 +10,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Every test body runs under this bound.
+/// Echoes every message until the peer closes or the connection fails.
+pub async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut ws: duplex::WebSocket<S>,
+) {
+    while let Some(Ok(message)) = ws.recv().await {
+        if ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
 pub async fn bounded<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
