@@ -17,6 +17,10 @@
 #      come back on stdout and the client closes with 1000 at EOF;
 #    - TLS verification: --insecure connects to an unknown CA, and no --ca
 #      refuses to.
+# 3. Peers as plain clients of the hub's raw rooms, `duplex serve`: see
+#    interop/rooms/run.sh (6 clients in one room and 2 in another, every
+#    message delivered once, in order, byte for byte, to every other member;
+#    echo_to_sender; a foreign Origin refused with 403; /echo).
 # TLS certificates (a CA and a 127.0.0.1 leaf) are made by openssl in a temp
 # dir. Prints `interop: N passed, M failed` and exits 1 on any failure.
 #
@@ -446,6 +450,15 @@ else
 fi
 kill -TERM "$EXAMPLE_PID" 2>/dev/null || true
 wait "$EXAMPLE_PID" 2>/dev/null || true
+
+# --- 3. peers as clients of the hub's raw rooms -----------------------------------------
+log "3. Python/Node clients in the raw rooms of duplex serve"
+rc=0
+run_child env DUPLEX_BIN="$BIN" PYTHON="$PY" bash "$HERE/rooms/run.sh" --results "$WORK/rooms.results" || rc=$?
+[[ -f "$WORK/rooms.results" ]] && cat "$WORK/rooms.results" >>"$RESULTS"
+if ((rc != 0)) && ! grep -q '^FAIL ' "$WORK/rooms.results" 2>/dev/null; then
+    record 0 "interop/rooms/run.sh" "exit status $rc without a failed check"
+fi
 
 # --- summary ------------------------------------------------------------------------
 passed="$(grep -c '^PASS ' "$RESULTS" || true)"

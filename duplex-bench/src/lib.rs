@@ -62,7 +62,7 @@ pub fn binary(len: usize) -> Vec<u8> {
 
 /// A human label for a size: `16B`, `1KiB`, `64KiB`.
 pub fn size_label(len: usize) -> String {
-    if len >= 1024 && len % 1024 == 0 {
+    if len >= 1024 && len.is_multiple_of(1024) {
         format!("{}KiB", len / 1024)
     } else {
         format!("{len}B")

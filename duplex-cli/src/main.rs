@@ -1,10 +1,14 @@
 //! `duplex`: the command-line face of the duplex WebSocket engine.
 //!
+//! * `duplex serve` — the real-time hub (channels, rooms, JWT, HTTP API);
 //! * `duplex echo` — an echo server (the Autobahn server-role target);
-//! * `duplex connect URL` — a pipe between stdin/stdout and a WebSocket.
+//! * `duplex connect URL` — a pipe between stdin/stdout and a WebSocket;
+//! * `duplex bench MODE URL` — a load generator that checks every answer.
 
+mod bench;
 mod connect;
 mod echo;
+mod serve;
 mod size;
 
 use clap::{Parser, Subcommand};
@@ -24,11 +28,28 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text`, or `json` (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "DUPLEX_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
-// `serve` (the hub) and `bench` join this enum when they exist.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the real-time hub: channels and the duplex.v1 protocol at /ws, raw rooms at
+    /// /rooms/{room}, /echo, the HTTP API, metrics; in-memory broker; demo pages at /.
+    Serve(Box<serve::ServeArgs>),
     /// Run a WebSocket echo server: every message comes back unchanged (text as text,
     /// binary as binary).
     Echo(echo::EchoArgs),
@@ -36,6 +57,9 @@ enum Command {
     /// become stdout lines (binary as hex). At end of input, close with 1000 and exit once
     /// the server answers.
     Connect(connect::ConnectArgs),
+    /// Load a server and check every answer: echo round trips, handshakes, idle
+    /// connections, hub fan-out and rooms. Exits 1 when any message came back wrong.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,11 +69,13 @@ fn main() -> ExitCode {
     // captured by scripts and service managers stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,8 +88,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve::run(*args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     // Blocking stdin reads may still be pending; do not wait for them.

@@ -134,6 +134,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
+    /// Queues a prepared frame without flushing; waits only while the queue is above the
+    /// high-water mark, as [`feed`](Self::feed).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the frame is queued only when the future completes.
+    pub async fn feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
+        self.shared.start_send_prepared(frame)
+    }
+
     /// Writes everything queued.
     ///
     /// # Errors

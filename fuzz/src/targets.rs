@@ -324,7 +324,7 @@ fn transmit(conn: &mut Connection, vectored: bool, round: usize, run: &mut Run) 
                 let total: usize = slices[..n].iter().map(|s| s.len()).sum();
                 // A short write: all of it, or a varying prefix.
                 step = step.wrapping_mul(31).wrapping_add(7);
-                let take = if step % 3 == 0 {
+                let take = if step.is_multiple_of(3) {
                     total
                 } else {
                     total.min(step % 97 + 1)

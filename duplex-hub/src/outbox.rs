@@ -1,0 +1,278 @@
+//! A connection's outbound queue: bounded in bytes, filled by the broadcaster without
+//! waiting, drained by the connection's task.
+
+use crate::broker::Publication;
+use crate::channel::ChannelName;
+use duplex::PreparedFrame;
+use duplex_proto::Message;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use tokio::sync::Notify;
+
+/// A publication's frames, built once by the first subscriber that writes it and shared by
+/// every other.
+#[derive(Debug, Default)]
+pub(crate) struct SharedFrames {
+    v1: OnceLock<PreparedFrame>,
+    raw: OnceLock<PreparedFrame>,
+}
+
+impl SharedFrames {
+    pub(crate) fn v1(&self, channel: &ChannelName, publication: &Publication) -> &PreparedFrame {
+        self.v1.get_or_init(|| {
+            PreparedFrame::new(crate::protocol::publication_push(
+                channel.as_str(),
+                publication,
+            ))
+        })
+    }
+
+    pub(crate) fn raw(&self, publication: &Publication) -> &PreparedFrame {
+        self.raw
+            .get_or_init(|| PreparedFrame::new(crate::protocol::raw_push(publication)))
+    }
+}
+
+/// What waits in an outbox.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// A publication of a subscribed channel.
+    Publication {
+        channel: ChannelName,
+        publication: Arc<Publication>,
+        frames: Arc<SharedFrames>,
+    },
+    /// Any other push.
+    Message(Message),
+}
+
+/// Why the connection must close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseOrder {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// A conflation slot: a channel and a publication key.
+pub(crate) type Slot = (ChannelName, Arc<str>);
+
+#[derive(Debug)]
+struct Inner {
+    /// (sequence number, item, its size, its conflation slot)
+    queue: VecDeque<(u64, Outgoing, usize, Option<Slot>)>,
+    bytes: usize,
+    next_seq: u64,
+    /// Conflation slot → sequence number of the queued item holding it.
+    slots: HashMap<Slot, u64>,
+    close: Option<CloseOrder>,
+}
+
+/// The queue.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    limit: usize,
+}
+
+/// The queue is full; the caller applies the slow-consumer policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                bytes: 0,
+                next_seq: 0,
+                slots: HashMap::new(),
+                close: None,
+            }),
+            notify: Notify::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `item` of `size` bytes. With a conflation `slot`, an undelivered item holding
+    /// the same slot is replaced in place instead (the queue does not grow). Never waits.
+    pub(crate) fn push(
+        &self,
+        item: Outgoing,
+        size: usize,
+        slot: Option<(ChannelName, Arc<str>)>,
+    ) -> Result<(), Full> {
+        let mut inner = self.lock();
+        if inner.close.is_some() {
+            return Ok(()); // closing: nothing more will be written
+        }
+        if let Some(slot) = &slot {
+            if let Some(&seq) = inner.slots.get(slot) {
+                let head = inner.queue.front().map_or(seq, |(s, ..)| *s);
+                let index = (seq - head) as usize;
+                let old_size = inner.queue[index].2;
+                if inner.bytes - old_size + size <= self.limit {
+                    inner.bytes = inner.bytes - old_size + size;
+                    let entry = &mut inner.queue[index];
+                    entry.1 = item;
+                    entry.2 = size;
+                    return Ok(());
+                }
+                return Err(Full);
+            }
+        }
+        if inner.bytes + size > self.limit && !inner.queue.is_empty() {
+            return Err(Full);
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        if let Some(slot) = &slot {
+            inner.slots.insert(slot.clone(), seq);
+        }
+        inner.bytes += size;
+        inner.queue.push_back((seq, item, size, slot));
+        drop(inner);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Orders the connection closed (the first order wins) and wakes its task.
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        let mut inner = self.lock();
+        if inner.close.is_none() {
+            inner.close = Some(CloseOrder {
+                code,
+                reason: reason.to_owned(),
+            });
+            inner.queue.clear();
+            inner.slots.clear();
+            inner.bytes = 0;
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Moves up to `max` items, and not many more than `max_bytes`, into `out`; returns the
+    /// close order, if any (then nothing is moved). Bounding the batch keeps what a blocked
+    /// writer holds outside the queue small, so the queue's limit is what counts.
+    pub(crate) fn drain(
+        &self,
+        out: &mut Vec<Outgoing>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Option<CloseOrder> {
+        let mut inner = self.lock();
+        if let Some(order) = &inner.close {
+            return Some(order.clone());
+        }
+        let mut taken = 0;
+        for _ in 0..max {
+            if taken >= max_bytes {
+                break;
+            }
+            let Some((seq, item, size, slot)) = inner.queue.pop_front() else {
+                break;
+            };
+            taken += size;
+            inner.bytes -= size;
+            if let Some(slot) = slot {
+                if inner.slots.get(&slot) == Some(&seq) {
+                    inner.slots.remove(&slot);
+                }
+            }
+            out.push(item);
+        }
+        if !inner.queue.is_empty() {
+            // More to do: make sure the next wait returns at once.
+            self.notify.notify_one();
+        }
+        None
+    }
+
+    /// Waits until something was pushed or a close was ordered since the last drain.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a wake-up that is not consumed stays stored.
+    pub(crate) async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Bytes queued.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &str) -> Outgoing {
+        Outgoing::Message(Message::text(s.to_owned()))
+    }
+
+    fn texts(items: &[Outgoing]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Outgoing::Message(m) => m.as_text().unwrap().to_owned(),
+                Outgoing::Publication { .. } => "pub".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bounded_in_bytes() {
+        let o = Outbox::new(10);
+        o.push(msg("a"), 6, None).unwrap();
+        assert_eq!(o.push(msg("b"), 6, None), Err(Full));
+        o.push(msg("c"), 4, None).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(o.drain(&mut out, 10, usize::MAX), None);
+        assert_eq!(texts(&out), ["a", "c"]);
+        assert_eq!(o.queued_bytes(), 0);
+        // An item larger than the limit fits an empty queue, so nothing is ever unsendable.
+        o.push(msg("big"), 50, None).unwrap();
+    }
+
+    #[test]
+    fn conflates_by_slot() {
+        let o = Outbox::new(100);
+        let ch = ChannelName::new("prices:x").unwrap();
+        let slot = |k: &str| Some((ch.clone(), Arc::<str>::from(k)));
+        o.push(msg("btc1"), 10, slot("btc")).unwrap();
+        o.push(msg("eth1"), 10, slot("eth")).unwrap();
+        o.push(msg("btc2"), 10, slot("btc")).unwrap();
+        o.push(msg("btc3"), 10, slot("btc")).unwrap();
+        let mut out = Vec::new();
+        o.drain(&mut out, 1, usize::MAX);
+        assert_eq!(texts(&out), ["btc3"]);
+        o.push(msg("btc4"), 10, slot("btc")).unwrap(); // its slot was delivered: queued anew
+        out.clear();
+        o.drain(&mut out, 10, usize::MAX);
+        assert_eq!(texts(&out), ["eth1", "btc4"]);
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn close_wins_and_clears() {
+        let o = Outbox::new(100);
+        o.push(msg("a"), 10, None).unwrap();
+        o.close(4001, "slow");
+        o.close(1001, "later");
+        let mut out = Vec::new();
+        assert_eq!(
+            o.drain(&mut out, 10, usize::MAX),
+            Some(CloseOrder {
+                code: 4001,
+                reason: "slow".into()
+            })
+        );
+        assert!(out.is_empty());
+    }
+}

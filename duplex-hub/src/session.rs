@@ -1,0 +1,877 @@
+//! One task per connection: the `duplex.v1` session and the raw-room session. Each owns its
+//! WebSocket and `select!`s over the socket, its outbox, its token's expiry and nothing else.
+
+use crate::auth::{AuthError, Identity};
+use crate::broker::{BrokerError, ChannelEvent, ClientInfo, Data, HistoryQuery, StreamPosition};
+use crate::channel::ChannelName;
+use crate::node::{
+    permitted, ConnectionGuard, Node, NodeError, CLOSE_BAD_REQUEST, CLOSE_RATE_LIMIT,
+    CLOSE_SERVER_ERROR, CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED,
+};
+use crate::outbox::{CloseOrder, Outbox, Outgoing};
+use crate::protocol::{self, Command, ErrorCode, ReplyError};
+use duplex::{CloseCode, Message, WebSocket};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+/// Items written per outbox drain before the session looks at its socket again.
+const BATCH: usize = 256;
+/// Bytes (estimated) taken from the outbox per drain.
+const BATCH_BYTES: usize = 128 * 1024;
+
+/// How a connection talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// `duplex.v1`.
+    V1,
+    /// A raw room.
+    Raw,
+}
+
+/// What other tasks may touch of a session: its outbox and who it is.
+#[derive(Debug)]
+pub(crate) struct SessionHandle {
+    pub id: u64,
+    pub dialect: Dialect,
+    pub outbox: Outbox,
+    info: OnceLock<ClientInfo>,
+}
+
+impl SessionHandle {
+    pub(crate) fn new(id: u64, dialect: Dialect, queue_limit: usize) -> Self {
+        Self {
+            id,
+            dialect,
+            outbox: Outbox::new(queue_limit),
+            info: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn client_id(&self) -> Option<&str> {
+        self.info.get().map(|i| &*i.client)
+    }
+
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.info.get().map(|i| &*i.user)
+    }
+}
+
+/// What the upgrade learned before the connection opened.
+pub(crate) struct Opening {
+    pub identity: Option<Identity>,
+    pub guard: ConnectionGuard,
+}
+
+fn new_client_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A token bucket: `rate` per second, holding at most `rate`.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Subscription {
+    /// Offset of the last publication handed to the client (0: none), to drop duplicates
+    /// between a recovery and the live stream.
+    last_offset: u64,
+    epoch: Option<String>,
+}
+
+struct V1<S> {
+    node: Arc<Node>,
+    ws: WebSocket<S>,
+    handle: Arc<SessionHandle>,
+    identity: Option<Identity>,
+    /// The token came with the handshake (a token in `connect` is then ignored).
+    handshake_identity: bool,
+    connected: bool,
+    subs: HashMap<ChannelName, Subscription>,
+    bucket: Bucket,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+/// Runs a `duplex.v1` connection to its end.
+pub(crate) async fn run_v1<S>(node: Arc<Node>, ws: WebSocket<S>, opening: Opening)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Opening { identity, guard } = opening;
+    let handle = node.new_session(Dialect::V1);
+    let gauge = node
+        .metrics()
+        .connections
+        .get_or_create(&vec![("dialect", "v1")])
+        .clone();
+    gauge.inc();
+    node.metrics()
+        .connections_total
+        .get_or_create(&vec![("dialect", "v1")])
+        .inc();
+    let mut session = V1 {
+        bucket: Bucket::new(node.settings().limits.publish_rate),
+        handshake_identity: identity.is_some(),
+        node,
+        ws,
+        handle,
+        identity,
+        connected: false,
+        subs: HashMap::new(),
+    };
+    session.run().await;
+    session.cleanup().await;
+    gauge.dec();
+    drop(guard);
+}
+
+impl<S> V1<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn run(&mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let expiry = self.identity.as_ref().map(|i| i.expires_at);
+            let expired = async move {
+                match expiry {
+                    Some(at) => {
+                        tokio::time::sleep(Duration::from_secs(at.saturating_sub(unix_now()))).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let flow = tokio::select! {
+                biased;
+                () = self.handle.outbox.ready() => self.write_outbox(&mut batch).await,
+                received = self.ws.recv() => match received {
+                    None => return,
+                    Some(Err(error)) => {
+                        debug!(%error, "duplex.v1 connection ended");
+                        return;
+                    }
+                    Some(Ok(message)) => self.on_message(message).await,
+                },
+                () = expired => Flow::Close(CLOSE_TOKEN_EXPIRED, "token expired".into()),
+            };
+            if let Flow::Close(code, reason) = flow {
+                self.close(code, &reason).await;
+                return;
+            }
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        if code != 1001 && code != 1000 {
+            let reconnect = (4000..4500).contains(&code) || code < 4000;
+            let _ = self
+                .ws
+                .feed(protocol::disconnect_push(code, reason, reconnect))
+                .await;
+        }
+        let _ = self.ws.close(CloseCode::from(code), reason).await;
+    }
+
+    async fn write_outbox(&mut self, batch: &mut Vec<Outgoing>) -> Flow {
+        if let Some(CloseOrder { code, reason }) =
+            self.handle.outbox.drain(batch, BATCH, BATCH_BYTES)
+        {
+            return Flow::Close(code, reason);
+        }
+        let metrics = self.node.metrics();
+        let now = crate::broker::now_us();
+        for item in batch.drain(..) {
+            let result = match &item {
+                Outgoing::Publication {
+                    channel,
+                    publication,
+                    frames,
+                } => {
+                    let Some(sub) = self.subs.get_mut(channel) else {
+                        continue;
+                    };
+                    if publication.offset > 0 {
+                        let same_epoch = sub.epoch.as_deref() == publication.epoch.as_deref();
+                        if same_epoch && publication.offset <= sub.last_offset {
+                            continue; // already sent with the recovery
+                        }
+                        sub.last_offset = publication.offset;
+                        sub.epoch = publication.epoch.as_deref().map(str::to_owned);
+                    }
+                    metrics
+                        .publish_to_write
+                        .observe(now.saturating_sub(publication.time_us) as f64 / 1e6);
+                    let frame = frames.v1(channel, publication);
+                    metrics.bytes_out.inc_by(frame.message().len() as u64);
+                    self.ws.feed_prepared(frame).await
+                }
+                Outgoing::Message(message) => {
+                    metrics.bytes_out.inc_by(message.len() as u64);
+                    self.ws.feed(message.clone()).await
+                }
+            };
+            metrics.messages_out.inc();
+            if result.is_err() {
+                return Flow::Close(1006, String::new());
+            }
+        }
+        if self.ws.flush().await.is_err() {
+            return Flow::Close(1006, String::new());
+        }
+        Flow::Continue
+    }
+
+    async fn send(&mut self, message: Message) -> Flow {
+        let metrics = self.node.metrics();
+        metrics.messages_out.inc();
+        metrics.bytes_out.inc_by(message.len() as u64);
+        match self.ws.send(message).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close(1006, String::new()),
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Flow {
+        let metrics = self.node.metrics();
+        metrics.messages_in.inc();
+        metrics.bytes_in.inc_by(message.len() as u64);
+        let (id, command) = match protocol::parse(&message) {
+            Ok(parsed) => parsed,
+            Err(bad) => {
+                debug!(error = %bad, "closing a duplex.v1 connection");
+                return Flow::Close(CLOSE_BAD_REQUEST, truncate(&bad.to_string()));
+            }
+        };
+        let command = match command {
+            Ok(command) => command,
+            Err(error) => return self.send(protocol::error_reply(id, &error)).await,
+        };
+        if !self.connected && !matches!(command, Command::Connect { .. }) {
+            return Flow::Close(
+                CLOSE_BAD_REQUEST,
+                "the first command must be connect".into(),
+            );
+        }
+        let outcome = match command {
+            Command::Connect { token, .. } => return self.connect(id, token).await,
+            Command::Subscribe { channel, recover } => self.subscribe(id, &channel, recover).await,
+            Command::Unsubscribe { channel } => self.unsubscribe(&channel).await.map(Reply::Json),
+            Command::Publish { channel, data, key } => {
+                if !self.bucket.take() {
+                    self.node.metrics().limit_hit("publish_rate");
+                    return Flow::Close(CLOSE_RATE_LIMIT, "publish rate limit exceeded".into());
+                }
+                self.publish(&channel, data, key).await.map(Reply::Json)
+            }
+            Command::Presence { channel } => self.presence(&channel, false).await.map(Reply::Json),
+            Command::PresenceStats { channel } => {
+                self.presence(&channel, true).await.map(Reply::Json)
+            }
+            Command::History {
+                channel,
+                limit,
+                since,
+            } => self.history(id, &channel, limit, since).await,
+            Command::Ping => Ok(Reply::Json(json!({}))),
+        };
+        let message = match outcome {
+            Ok(Reply::Json(result)) => protocol::reply(id, result),
+            Ok(Reply::Message(message)) => message,
+            Err(error) => protocol::error_reply(id, &error),
+        };
+        self.send(message).await
+    }
+
+    async fn connect(&mut self, id: u64, token: Option<String>) -> Flow {
+        if self.connected {
+            return self
+                .send(protocol::error_reply(
+                    id,
+                    &ReplyError::new(ErrorCode::ALREADY, "already connected"),
+                ))
+                .await;
+        }
+        if !self.handshake_identity {
+            if let Some(token) = token {
+                match self
+                    .node
+                    .settings()
+                    .authenticator()
+                    .verify(&token, SystemTime::now())
+                {
+                    Ok(identity) => self.identity = Some(identity),
+                    Err(error) => return self.refuse(id, &error).await,
+                }
+            }
+        }
+        let client = new_client_id();
+        let info = ClientInfo {
+            client: client.as_str().into(),
+            user: self
+                .identity
+                .as_ref()
+                .map_or("", |i| i.user.as_str())
+                .into(),
+            info: self
+                .identity
+                .as_ref()
+                .and_then(|i| i.info.clone())
+                .map(Arc::new),
+        };
+        let _ = self.handle.info.set(info.clone());
+        self.connected = true;
+        let mut result = json!({
+            "client": client,
+            "user": &*info.user,
+            "node": self.node.name(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "ping": self.node.settings().ping.interval_secs,
+        });
+        if let Some(identity) = &self.identity {
+            result["expires"] = json!(identity.expires_at);
+        }
+        self.send(protocol::reply(id, result)).await
+    }
+
+    async fn refuse(&mut self, id: u64, error: &AuthError) -> Flow {
+        let metrics = self.node.metrics();
+        let (code, close, reason) = if error.is_expired() {
+            metrics.auth_failure("expired");
+            (
+                ErrorCode::TOKEN_EXPIRED,
+                CLOSE_TOKEN_EXPIRED,
+                "token expired",
+            )
+        } else {
+            metrics.auth_failure("invalid");
+            (ErrorCode::UNAUTHORIZED, CLOSE_UNAUTHORIZED, "unauthorized")
+        };
+        debug!(%error, "token refused in connect");
+        if let Flow::Close(c, r) = self
+            .send(protocol::error_reply(
+                id,
+                &ReplyError::new(code, error.to_string()),
+            ))
+            .await
+        {
+            return Flow::Close(c, r);
+        }
+        Flow::Close(close, reason.into())
+    }
+
+    fn channel(&self, name: &str) -> Result<ChannelName, ReplyError> {
+        let channel = ChannelName::new(name)
+            .map_err(|e| ReplyError::new(ErrorCode::UNKNOWN_CHANNEL, format!("{name:?}: {e}")))?;
+        if self.node.namespace(&channel).is_none() {
+            return Err(ReplyError::new(
+                ErrorCode::UNKNOWN_CHANNEL,
+                format!("namespace {:?} is not configured", channel.namespace()),
+            ));
+        }
+        Ok(channel)
+    }
+
+    fn may_subscribe(&self, channel: &ChannelName) -> Result<(), ReplyError> {
+        let ns = self.node.namespace(channel).expect("checked by channel()");
+        let identity = self.identity.as_ref();
+        let granted = identity.is_some_and(|i| i.may_subscribe(channel.as_str()));
+        if permitted(&ns.subscribe, identity, channel, granted) {
+            Ok(())
+        } else {
+            Err(ReplyError::new(
+                ErrorCode::PERMISSION_DENIED,
+                format!("permission denied: subscribe to {channel}"),
+            ))
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: u64,
+        name: &str,
+        recover: Option<StreamPosition>,
+    ) -> Result<Reply, ReplyError> {
+        let channel = self.channel(name)?;
+        self.may_subscribe(&channel)?;
+        if self.subs.contains_key(&channel) {
+            return Err(ReplyError::new(
+                ErrorCode::ALREADY,
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        let limits = &self.node.settings().limits;
+        if self.subs.len() >= limits.max_subscriptions {
+            self.node.metrics().limit_hit("max_subscriptions");
+            return Err(ReplyError::new(
+                ErrorCode::LIMIT_EXCEEDED,
+                format!(
+                    "at most {} subscriptions per connection",
+                    limits.max_subscriptions
+                ),
+            ));
+        }
+        let ns = self.node.namespace(&channel).expect("checked").clone();
+        match self.node.subscribe(&channel, &self.handle).await {
+            Ok(()) => {}
+            Err(NodeError::ChannelFull(_)) => {
+                return Err(ReplyError::new(
+                    ErrorCode::LIMIT_EXCEEDED,
+                    format!("{channel} has its maximum of subscribers"),
+                ))
+            }
+            Err(e) => return Err(ReplyError::new(ErrorCode::INTERNAL, e.to_string())),
+        }
+        // Registered first, history second: whatever is published from now on is either in
+        // the history read below or queued in the outbox (or both: duplicates are dropped
+        // by offset when written).
+        let mut result = serde_json::Map::new();
+        result.insert("channel".into(), json!(channel.as_str()));
+        result.insert("recoverable".into(), json!(ns.recover));
+        result.insert("presence".into(), json!(ns.presence));
+        let mut sub = Subscription {
+            last_offset: 0,
+            epoch: None,
+        };
+        let mut publications = Vec::new();
+        if ns.has_history() {
+            let query = match (&recover, ns.recover) {
+                (Some(position), true) => HistoryQuery {
+                    since: Some(position.clone()),
+                    limit: None,
+                },
+                _ => HistoryQuery {
+                    since: None,
+                    limit: Some(0),
+                },
+            };
+            let history = match self.node.history(&channel, query).await {
+                Ok(Some(h)) => Some(h),
+                Ok(None) => None,
+                Err(NodeError::Broker(BrokerError::EpochMismatch(_))) => {
+                    // Another epoch: read the current position and say "not recovered".
+                    let query = HistoryQuery {
+                        since: None,
+                        limit: Some(0),
+                    };
+                    match self.node.history(&channel, query).await {
+                        Ok(h) => h.map(|mut h| {
+                            h.contiguous = false;
+                            h
+                        }),
+                        Err(e) => return self.undo_subscribe(&channel, e).await,
+                    }
+                }
+                Err(e) => return self.undo_subscribe(&channel, e).await,
+            };
+            if let Some(history) = history {
+                result.insert("epoch".into(), json!(history.position.epoch));
+                result.insert("offset".into(), json!(history.position.offset));
+                sub.epoch = Some(history.position.epoch.clone());
+                sub.last_offset = history.position.offset;
+                if recover.is_some() && ns.recover {
+                    result.insert("recovered".into(), json!(history.contiguous));
+                    if history.contiguous {
+                        publications = history.publications;
+                        if let Some(last) = publications.last() {
+                            sub.last_offset = last.offset;
+                        } else if let Some(position) = &recover {
+                            sub.last_offset = position.offset;
+                        }
+                    }
+                }
+            }
+        } else if recover.is_some() {
+            result.insert("recovered".into(), json!(false));
+        }
+        self.subs.insert(channel.clone(), sub);
+        if ns.presence {
+            let info = self.handle.info.get().cloned().expect("connected");
+            if let Err(e) = self
+                .node
+                .broker()
+                .add_presence(&channel, info.clone())
+                .await
+            {
+                self.node.metrics().broker_errors.inc();
+                debug!(error = %e, "presence add failed");
+            }
+            if ns.join_leave {
+                let _ = self
+                    .node
+                    .broker()
+                    .publish_event(&channel, ChannelEvent::Join(info))
+                    .await;
+            }
+        }
+        if publications.is_empty() && !result.contains_key("recovered") {
+            return Ok(Reply::Json(Value::Object(result)));
+        }
+        Ok(Reply::Message(protocol::reply_with_publications(
+            id,
+            result,
+            &publications,
+        )))
+    }
+
+    async fn undo_subscribe(
+        &mut self,
+        channel: &ChannelName,
+        error: NodeError,
+    ) -> Result<Reply, ReplyError> {
+        self.node.unsubscribe(channel, self.handle.id).await;
+        Err(ReplyError::new(ErrorCode::INTERNAL, error.to_string()))
+    }
+
+    async fn unsubscribe(&mut self, name: &str) -> Result<Value, ReplyError> {
+        let channel = ChannelName::new(name)
+            .map_err(|e| ReplyError::new(ErrorCode::UNKNOWN_CHANNEL, e.to_string()))?;
+        if self.subs.remove(&channel).is_none() {
+            return Err(ReplyError::new(
+                ErrorCode::NOT_SUBSCRIBED,
+                format!("not subscribed to {channel}"),
+            ));
+        }
+        self.leave(&channel).await;
+        Ok(json!({}))
+    }
+
+    async fn leave(&self, channel: &ChannelName) {
+        self.node.unsubscribe(channel, self.handle.id).await;
+        let Some(ns) = self.node.namespace(channel) else {
+            return;
+        };
+        if ns.presence {
+            if let Some(info) = self.handle.info.get() {
+                let _ = self
+                    .node
+                    .broker()
+                    .remove_presence(channel, &info.client)
+                    .await;
+                if ns.join_leave {
+                    let _ = self
+                        .node
+                        .broker()
+                        .publish_event(channel, ChannelEvent::Leave(info.clone()))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        name: &str,
+        data: Data,
+        key: Option<String>,
+    ) -> Result<Value, ReplyError> {
+        let channel = self.channel(name)?;
+        let ns = self.node.namespace(&channel).expect("checked");
+        let identity = self.identity.as_ref();
+        let granted = identity.is_some_and(|i| i.may_publish(channel.as_str()));
+        if !permitted(&ns.publish, identity, &channel, granted) {
+            return Err(ReplyError::new(
+                ErrorCode::PERMISSION_DENIED,
+                format!("permission denied: publish to {channel}"),
+            ));
+        }
+        if let Data::Json(_) = &data {
+        } else if matches!(data, Data::Text(_)) {
+            return Err(ReplyError::new(
+                ErrorCode::BAD_REQUEST,
+                "data must be JSON or binary",
+            ));
+        }
+        let info = self.handle.info.get().cloned();
+        let publication = self
+            .node
+            .publish(&channel, data, info, key.as_deref())
+            .await
+            .map_err(|e| ReplyError::new(ErrorCode::INTERNAL, e.to_string()))?;
+        Ok(match &publication.epoch {
+            Some(epoch) => json!({"offset": publication.offset, "epoch": &**epoch}),
+            None => json!({}),
+        })
+    }
+
+    async fn presence(&mut self, name: &str, stats: bool) -> Result<Value, ReplyError> {
+        let channel = self.channel(name)?;
+        self.may_subscribe(&channel)?;
+        if !self.node.namespace(&channel).expect("checked").presence {
+            return Err(ReplyError::new(
+                ErrorCode::NOT_AVAILABLE,
+                format!("presence is off for {channel}"),
+            ));
+        }
+        let presence = self
+            .node
+            .presence(&channel)
+            .await
+            .map_err(|e| ReplyError::new(ErrorCode::INTERNAL, e.to_string()))?;
+        Ok(presence_json(&presence, stats))
+    }
+
+    async fn history(
+        &mut self,
+        id: u64,
+        name: &str,
+        limit: Option<usize>,
+        since: Option<StreamPosition>,
+    ) -> Result<Reply, ReplyError> {
+        let channel = self.channel(name)?;
+        self.may_subscribe(&channel)?;
+        let history = self
+            .node
+            .history(&channel, HistoryQuery { since, limit })
+            .await;
+        match history {
+            Ok(Some(h)) => {
+                let mut result = serde_json::Map::new();
+                result.insert("epoch".into(), json!(h.position.epoch));
+                result.insert("offset".into(), json!(h.position.offset));
+                Ok(Reply::Message(protocol::reply_with_publications(
+                    id,
+                    result,
+                    &h.publications,
+                )))
+            }
+            Ok(None) => Err(ReplyError::new(
+                ErrorCode::NOT_AVAILABLE,
+                format!("history is off for {channel}"),
+            )),
+            Err(NodeError::Broker(BrokerError::EpochMismatch(e))) => Err(ReplyError::new(
+                ErrorCode::EPOCH_MISMATCH,
+                format!("epoch {e:?} is not the channel's current epoch"),
+            )),
+            Err(e) => Err(ReplyError::new(ErrorCode::INTERNAL, e.to_string())),
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        let channels: Vec<_> = self.subs.drain().map(|(c, _)| c).collect();
+        for channel in channels {
+            self.leave(&channel).await;
+        }
+        self.node.end_session(self.handle.id);
+    }
+}
+
+/// The JSON of a presence reply (`stats`: counts only).
+pub(crate) fn presence_json(presence: &crate::broker::PresenceMap, stats: bool) -> Value {
+    if stats {
+        let users: std::collections::HashSet<&str> = presence.values().map(|i| &*i.user).collect();
+        json!({"clients": presence.len(), "users": users.len()})
+    } else {
+        json!({"clients": presence})
+    }
+}
+
+enum Reply {
+    Json(Value),
+    Message(Message),
+}
+
+fn truncate(reason: &str) -> String {
+    // A close reason is at most 123 bytes (RFC 6455 §5.5).
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+/// Runs a raw-room connection: messages in become publications of `channel`; publications
+/// of `channel` go out as plain messages.
+pub(crate) async fn run_room<S>(
+    node: Arc<Node>,
+    mut ws: WebSocket<S>,
+    channel: ChannelName,
+    identity: Option<Identity>,
+    may_publish: bool,
+    guard: ConnectionGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handle = node.new_session(Dialect::Raw);
+    let gauge = node
+        .metrics()
+        .connections
+        .get_or_create(&vec![("dialect", "rooms")])
+        .clone();
+    gauge.inc();
+    node.metrics()
+        .connections_total
+        .get_or_create(&vec![("dialect", "rooms")])
+        .inc();
+    let info = ClientInfo {
+        client: new_client_id().into(),
+        user: identity.as_ref().map_or("", |i| i.user.as_str()).into(),
+        info: identity.as_ref().and_then(|i| i.info.clone()).map(Arc::new),
+    };
+    let _ = handle.info.set(info.clone());
+    let result = room_loop(&node, &mut ws, &handle, &channel, info, may_publish).await;
+    if let Some((code, reason)) = result {
+        let _ = ws.close(CloseCode::from(code), &reason).await;
+    }
+    node.unsubscribe(&channel, handle.id).await;
+    node.end_session(handle.id);
+    gauge.dec();
+    drop(guard);
+}
+
+async fn room_loop<S>(
+    node: &Arc<Node>,
+    ws: &mut WebSocket<S>,
+    handle: &Arc<SessionHandle>,
+    channel: &ChannelName,
+    info: ClientInfo,
+    may_publish: bool,
+) -> Option<(u16, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(e) = node.subscribe(channel, handle).await {
+        return Some(match e {
+            NodeError::ChannelFull(_) => (1013, "room is full".to_owned()),
+            e => (CLOSE_SERVER_ERROR, truncate(&e.to_string())),
+        });
+    }
+    let metrics = node.metrics();
+    let mut bucket = Bucket::new(node.settings().limits.publish_rate);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            () = handle.outbox.ready() => {
+                if let Some(order) = handle.outbox.drain(&mut batch, BATCH, BATCH_BYTES) {
+                    return Some((order.code, order.reason));
+                }
+                let now = crate::broker::now_us();
+                for item in batch.drain(..) {
+                    let result = match &item {
+                        Outgoing::Publication { publication, frames, .. } => {
+                            metrics.publish_to_write.observe(now.saturating_sub(publication.time_us) as f64 / 1e6);
+                            let frame = frames.raw(publication);
+                            metrics.bytes_out.inc_by(frame.message().len() as u64);
+                            ws.feed_prepared(frame).await
+                        }
+                        Outgoing::Message(_) => Ok(()),
+                    };
+                    metrics.messages_out.inc();
+                    if result.is_err() {
+                        return None;
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    return None;
+                }
+            }
+            received = ws.recv() => {
+                let message = match received {
+                    None => return None,
+                    Some(Err(error)) => {
+                        debug!(%error, "room connection ended");
+                        return None;
+                    }
+                    Some(Ok(message)) => message,
+                };
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(message.len() as u64);
+                if !may_publish {
+                    return Some((CloseCode::POLICY.into(), format!("not allowed to publish to {channel}")));
+                }
+                if !bucket.take() {
+                    metrics.limit_hit("publish_rate");
+                    return Some((CLOSE_RATE_LIMIT, "publish rate limit exceeded".into()));
+                }
+                let data = match message {
+                    Message::Text(text) => Data::Text(text.into_bytes()),
+                    Message::Binary(bytes) => Data::Binary(bytes),
+                };
+                if let Err(e) = node.publish(channel, data, Some(info.clone()), None).await {
+                    return Some((CLOSE_SERVER_ERROR, truncate(&e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs an echo connection: `duplex echo`'s behaviour.
+pub(crate) async fn run_echo<S>(node: Arc<Node>, mut ws: WebSocket<S>, guard: ConnectionGuard)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handle = node.new_session(Dialect::Raw);
+    let gauge = node
+        .metrics()
+        .connections
+        .get_or_create(&vec![("dialect", "echo")])
+        .clone();
+    gauge.inc();
+    node.metrics()
+        .connections_total
+        .get_or_create(&vec![("dialect", "echo")])
+        .inc();
+    loop {
+        tokio::select! {
+            biased;
+            () = handle.outbox.ready() => {
+                let mut none = Vec::new();
+                if let Some(order) = handle.outbox.drain(&mut none, 0, 0) {
+                    let _ = ws.close(CloseCode::from(order.code), &order.reason).await;
+                    break;
+                }
+            }
+            received = ws.recv() => match received {
+                Some(Ok(message)) => {
+                    node.metrics().messages_in.inc();
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                    node.metrics().messages_out.inc();
+                }
+                _ => break,
+            }
+        }
+    }
+    node.end_session(handle.id);
+    gauge.dec();
+    drop(guard);
+}
