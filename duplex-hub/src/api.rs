@@ -8,6 +8,7 @@ use crate::protocol;
 use crate::server::AppState;
 use crate::session::presence_json;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -65,8 +66,10 @@ async fn require_key(State(state): State<AppState>, request: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("apikey "))
-        .map(str::trim);
+        .and_then(|v| {
+            let (scheme, key) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("apikey").then(|| key.trim())
+        });
     match given {
         Some(given) if keys.iter().any(|k| same(k.as_bytes(), given.as_bytes())) => {
             next.run(request).await
@@ -74,7 +77,7 @@ async fn require_key(State(state): State<AppState>, request: Request, next: Next
         Some(_) => error(StatusCode::UNAUTHORIZED, "unknown API key"),
         None => error(
             StatusCode::UNAUTHORIZED,
-            "missing header: Authorization: apikey <key>",
+            "expected the header Authorization: apikey <key>",
         ),
     }
 }
@@ -87,8 +90,20 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/presence/{channel}", get(presence))
         .route("/history/{channel}", get(history))
         .route("/disconnect", post(disconnect))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method for this endpoint",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(middleware::from_fn_with_state(state, require_key))
+}
+
+/// `Some` for any value, `null` included (a missing field is `None` by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -127,7 +142,7 @@ fn data(raw: Option<&RawValue>, b64: Option<&str>) -> Result<Data, ApiError> {
 #[derive(Deserialize)]
 struct PublishBody<'a> {
     channel: String,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     data_b64: Option<String>,
     key: Option<String>,
@@ -152,7 +167,11 @@ async fn publish_one(
     })
 }
 
-async fn publish(State(state): State<AppState>, body: Bytes) -> Response {
+async fn publish(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let body: PublishBody<'_> = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -170,13 +189,17 @@ async fn publish(State(state): State<AppState>, body: Bytes) -> Response {
 #[derive(Deserialize)]
 struct BroadcastBody<'a> {
     channels: Vec<String>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     data_b64: Option<String>,
     key: Option<String>,
 }
 
-async fn broadcast(State(state): State<AppState>, body: Bytes) -> Response {
+async fn broadcast(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let body: BroadcastBody<'_> = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -227,8 +250,12 @@ struct PresenceQuery {
 async fn presence(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<PresenceQuery>,
+    query: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let channel = match channel(&name).and_then(|c| configured(&state, &c).map(|()| c)) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
@@ -255,13 +282,17 @@ struct HistoryParams {
 async fn history(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<HistoryParams>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let channel = match channel(&name).and_then(|c| configured(&state, &c).map(|()| c)) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    let since = match (q.since_offset, q.since_epoch) {
+    let since = match (q.since_offset, q.since_epoch.clone()) {
         (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
         (None, None) => None,
         _ => {
@@ -286,6 +317,10 @@ async fn history(
             let mut result = serde_json::Map::new();
             result.insert("epoch".into(), json!(h.position.epoch));
             result.insert("offset".into(), json!(h.position.offset));
+            if q.since_offset.is_some() {
+                // Whether nothing is missing between `since` and the first publication.
+                result.insert("complete".into(), json!(h.contiguous));
+            }
             // The same publication objects as the WebSocket protocol's history reply.
             let message = protocol::reply_with_publications(0, result, &h.publications);
             let reply: Value = serde_json::from_slice(message.as_bytes()).unwrap_or(Value::Null);
@@ -310,11 +345,24 @@ struct DisconnectBody {
     reason: Option<String>,
 }
 
-async fn disconnect(State(state): State<AppState>, body: Bytes) -> Response {
+async fn disconnect(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let body: DisconnectBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    if body.user.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "user must not be empty (anonymous connections have no user to disconnect)",
+        );
+    }
     let code = body.code.unwrap_or(CLOSE_API_DISCONNECT);
     if !(4000..=4999).contains(&code) {
         return error(

@@ -257,28 +257,48 @@ impl NamespaceConfig {
     }
 }
 
+/// The namespaces a configuration starts with. A file (or override) that names any
+/// `[namespaces.*]` replaces the built-in map only if the file itself has a `namespaces`
+/// table; overrides of single keys (`DUPLEX__NAMESPACES__CHAT__HISTORY_SIZE=50`) apply to
+/// the built-ins. Keys of `[default_namespace]` are merged over the built-in one.
+pub const BUILTIN_NAMESPACES: &str = r#"
+[default_namespace]
+publish = "anonymous"
+
+[namespaces.chat]
+publish = "anonymous"
+presence = true
+join_leave = true
+history_size = 100
+history_ttl_secs = 600
+recover = true
+
+[namespaces.prices]
+history_size = 1
+history_ttl_secs = 60
+recover = true
+slow_consumer = "conflate"
+
+[namespaces.rooms]
+publish = "anonymous"
+"#;
+
+fn builtin_table() -> toml::Table {
+    BUILTIN_NAMESPACES
+        .parse()
+        .expect("the built-in namespaces are valid TOML")
+}
+
+#[derive(Deserialize)]
+struct Builtins {
+    default_namespace: NamespaceConfig,
+    namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
 impl Default for HubConfig {
     fn default() -> Self {
-        let chat = NamespaceConfig {
-            publish: Permission::Anonymous,
-            presence: true,
-            join_leave: true,
-            history_size: 100,
-            history_ttl_secs: 600,
-            recover: true,
-            ..NamespaceConfig::default()
-        };
-        let prices = NamespaceConfig {
-            history_size: 1,
-            history_ttl_secs: 60,
-            recover: true,
-            slow_consumer: SlowConsumerPolicy::Conflate,
-            ..NamespaceConfig::default()
-        };
-        let rooms = NamespaceConfig {
-            publish: Permission::Anonymous,
-            ..NamespaceConfig::default()
-        };
+        let builtins = Builtins::deserialize(toml::Value::Table(builtin_table()))
+            .expect("the built-in namespaces are valid");
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             node_name: None,
@@ -292,15 +312,8 @@ impl Default for HubConfig {
             api: ApiConfig::default(),
             rooms: RoomsConfig::default(),
             auth: AuthConfig::default(),
-            default_namespace: NamespaceConfig {
-                publish: Permission::Anonymous,
-                ..NamespaceConfig::default()
-            },
-            namespaces: BTreeMap::from([
-                ("chat".to_owned(), chat),
-                ("prices".to_owned(), prices),
-                ("rooms".to_owned(), rooms),
-            ]),
+            default_namespace: builtins.default_namespace,
+            namespaces: builtins.namespaces,
         }
     }
 }
@@ -388,6 +401,24 @@ impl Settings {
             }
             None => toml::Table::new(),
         };
+        let mut builtin = builtin_table();
+        if !table.contains_key("namespaces") {
+            if let Some(namespaces) = builtin.remove("namespaces") {
+                table.insert("namespaces".into(), namespaces);
+            }
+        }
+        if let Some(toml::Value::Table(mut default_ns)) = builtin.remove("default_namespace") {
+            match table.remove("default_namespace") {
+                Some(toml::Value::Table(file)) => default_ns.extend(file),
+                Some(other) => {
+                    table.insert("default_namespace".into(), other);
+                }
+                None => {}
+            }
+            table
+                .entry("default_namespace")
+                .or_insert(toml::Value::Table(default_ns));
+        }
         let mut env_overrides: Vec<(String, String)> = env
             .into_iter()
             .filter_map(|(k, v)| {
@@ -675,6 +706,26 @@ mod tests {
         );
         // A file that names namespaces replaces the built-in ones.
         assert!(s.namespace("chat").is_none());
+    }
+
+    #[test]
+    fn overrides_apply_to_the_builtin_namespaces() {
+        let s = load(
+            "[default_namespace]\npresence = true\n",
+            &[("DUPLEX__NAMESPACES__CHAT__HISTORY_SIZE", "50")],
+            &[],
+        )
+        .unwrap();
+        let chat = s.namespace("chat").unwrap();
+        assert_eq!((chat.history_size, chat.history_ttl_secs), (50, 600));
+        assert!(s.namespace("prices").is_some());
+        let default_ns = s.namespace("").unwrap();
+        assert!(default_ns.presence);
+        assert_eq!(
+            default_ns.publish,
+            Permission::Anonymous,
+            "merged over the built-in one"
+        );
     }
 
     #[test]

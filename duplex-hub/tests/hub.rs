@@ -527,23 +527,6 @@ async fn read_conflated(c: &mut Client, n: u64) -> u64 {
 }
 
 #[tokio::test]
-async fn api_disconnect_closes_a_users_connections() {
-    bounded(async {
-        let hub = Hub::start(HubConfig::default()).await;
-        let mut anon = hub.client().await;
-        // Anonymous users have user "": disconnecting "" closes them all.
-        let (status, body) = hub
-            .api("POST", "/api/disconnect", Some(json!({"user": ""})))
-            .await;
-        assert_eq!((status, body), (200, json!({"result": {}})));
-        let (code, _, push) = anon.closed().await;
-        assert_eq!(code, 4502);
-        assert_eq!(push.unwrap()["reconnect"], false);
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn echo_endpoint_echoes() {
     bounded(async {
         let hub = Hub::start(HubConfig::default()).await;

@@ -373,3 +373,56 @@ async fn origin_allow_list() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn api_disconnect_closes_a_users_connections_only() {
+    bounded(async {
+        let hub = Hub::start(config()).await;
+        let mut first = Client::open(&hub, Some(&hs_token(claims("42"))))
+            .await
+            .unwrap();
+        first.connect(None).await;
+        let mut room = ClientBuilder::new(hub.url("/rooms/lobby"))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", hs_token(claims("42")))
+                    .parse()
+                    .unwrap(),
+            )
+            .connect()
+            .await
+            .unwrap()
+            .0;
+        let mut other = Client::open(&hub, Some(&hs_token(claims("43"))))
+            .await
+            .unwrap();
+        other.connect(None).await;
+        let mut anon = hub.client().await;
+
+        let (status, body) = hub
+            .api("POST", "/api/disconnect", Some(json!({"user": ""})))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = hub
+            .api("POST", "/api/disconnect", Some(json!({"user": "42"})))
+            .await;
+        assert_eq!((status, body), (200, json!({"result": {}})));
+        let (code, _, push) = first.closed().await;
+        assert_eq!(code, 4502);
+        assert_eq!(push.unwrap()["reconnect"], false);
+        assert!(room.recv().await.is_none());
+        assert_eq!(u16::from(room.close_frame().unwrap().code), 4502);
+        // Others stay connected.
+        assert!(other
+            .cmd(json!({"cmd": "ping"}))
+            .await
+            .get("result")
+            .is_some());
+        assert!(anon
+            .cmd(json!({"cmd": "ping"}))
+            .await
+            .get("result")
+            .is_some());
+    })
+    .await;
+}

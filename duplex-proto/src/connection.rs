@@ -270,21 +270,44 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
-        if self.role == Role::Server
-            && self.codec.is_none()
-            && frame.message.len() <= self.config.max_send_frame_size
-        {
-            if !self.can_send() {
-                return Err(SendError::Closed);
-            }
-            if frame.frame.len() <= INLINE_PAYLOAD {
-                self.out.tail().extend_from_slice(&frame.frame);
-            } else {
-                self.out.push(frame.frame.clone());
-            }
-            return Ok(());
+        if self.role != Role::Server {
+            return self.send(frame.message.clone());
         }
-        self.send(frame.message.clone())
+        let bytes = match self.codec.as_deref() {
+            None if frame.message.len() <= self.config.max_send_frame_size => {
+                Some(frame.frame.clone())
+            }
+            None => None,
+            Some(codec) => {
+                // Without our context takeover every connection with the same window
+                // compresses a message to the same bytes: use the shared copy.
+                let deflate = self.config.deflate.as_ref();
+                let min = deflate.map_or(0, |d| d.min_compress_size);
+                let level = deflate.map_or(6, |d| d.compression_level);
+                match codec.standalone_window() {
+                    Some(bits) if frame.message.len() >= min => frame
+                        .deflated(bits, level)
+                        .filter(|(_, payload_len)| *payload_len <= self.config.max_send_frame_size)
+                        .map(|(bytes, _)| bytes),
+                    Some(_) if frame.message.len() <= self.config.max_send_frame_size => {
+                        Some(frame.frame.clone())
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let Some(bytes) = bytes else {
+            return self.send(frame.message.clone());
+        };
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if bytes.len() <= INLINE_PAYLOAD {
+            self.out.tail().extend_from_slice(&bytes);
+        } else {
+            self.out.push(bytes);
+        }
+        Ok(())
     }
 
     /// Queues a ping.
@@ -799,12 +822,21 @@ fn mask_key() -> [u8; 4] {
     })
 }
 
+/// A compressed frame and its payload length, made on first use (`None` inside: compression
+/// failed).
+type DeflatedSlot = std::sync::OnceLock<Option<(Bytes, usize)>>;
+
 /// A server-role frame encoded once and sent on many connections (hub fan-out): the
-/// payload is framed once and shared by reference.
+/// payload is framed once and shared by reference. Connections with permessage-deflate and
+/// no server context takeover share one compressed copy per window size, made by the first
+/// of them (with its compression level) and kept with the frame.
 #[derive(Clone, Debug)]
 pub struct PreparedFrame {
     message: Message,
     frame: Bytes,
+    /// Compressed frames for windows 9..=15, and their payload sizes; `None` inside when
+    /// compression failed.
+    deflated: std::sync::Arc<[DeflatedSlot; 7]>,
 }
 
 impl PreparedFrame {
@@ -820,7 +852,33 @@ impl PreparedFrame {
         Self {
             message,
             frame: buf.freeze(),
+            deflated: Default::default(),
         }
+    }
+
+    /// The compressed frame for a compressor of `window_bits` (9..=15) started afresh, and
+    /// its payload length; compressed on first use.
+    fn deflated(&self, window_bits: u8, level: u32) -> Option<(Bytes, usize)> {
+        let slot = &self.deflated[usize::from(window_bits.clamp(9, 15) - 9)];
+        slot.get_or_init(|| {
+            let mut payload = BytesMut::with_capacity(self.message.len() / 2 + 16);
+            DeflateCodec::compress_standalone(
+                self.message.as_bytes(),
+                window_bits,
+                level,
+                &mut payload,
+            )
+            .ok()?;
+            let opcode = if self.message.is_text() {
+                OpCode::TEXT
+            } else {
+                OpCode::BINARY
+            };
+            let mut buf = BytesMut::with_capacity(payload.len() + 10);
+            encode_frame(&mut buf, true, true, opcode, None, &payload);
+            Some((buf.freeze(), payload.len()))
+        })
+        .clone()
     }
 
     /// The message.

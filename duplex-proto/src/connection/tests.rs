@@ -495,6 +495,70 @@ fn prepared_frame_is_shared() {
     );
 }
 
+fn shared_deflate_params(server_no_context: bool, server_bits: u8) -> DeflateParams {
+    DeflateParams {
+        server_no_context_takeover: server_no_context,
+        client_no_context_takeover: false,
+        server_max_window_bits: server_bits,
+        client_max_window_bits: 15,
+    }
+}
+
+#[test]
+fn prepared_frame_is_compressed_once_without_server_context() {
+    let text: String = (0..2000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let prepared = PreparedFrame::new(Message::text(text));
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let (mut client, mut server) =
+            pair_with(Config::default(), Some(shared_deflate_params(true, 15)));
+        server.send_prepared(&prepared).unwrap();
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(server.transmit_slices(&mut slices), 1);
+        sent.push(slices[0].as_ptr());
+        let frame = slices[0].to_vec();
+        assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
+        assert!(frame.len() < prepared.message().len() / 2, "compressed");
+        pump(&mut server, &mut client).unwrap();
+        assert_eq!(
+            events(&mut client),
+            vec![Event::Message(prepared.message().clone())]
+        );
+        // The same connection keeps working with its own codec afterwards.
+        server.send(Message::text("after")).unwrap();
+        pump(&mut server, &mut client).unwrap();
+        assert_eq!(
+            events(&mut client),
+            vec![Event::Message(Message::text("after"))]
+        );
+    }
+    assert!(
+        sent.windows(2).all(|w| w[0] == w[1]),
+        "one compressed copy shared"
+    );
+
+    // A smaller window gets its own copy, still decodable.
+    let (mut client, mut server) =
+        pair_with(Config::default(), Some(shared_deflate_params(true, 9)));
+    server.send_prepared(&prepared).unwrap();
+    let mut slices = [IoSlice::new(&[]); 4];
+    server.transmit_slices(&mut slices);
+    assert_ne!(slices[0].as_ptr(), sent[0]);
+    pump(&mut server, &mut client).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(prepared.message().clone())]
+    );
+
+    // With server context takeover, each connection compresses for itself.
+    let (mut client, mut server) =
+        pair_with(Config::default(), Some(shared_deflate_params(false, 15)));
+    server.send_prepared(&prepared).unwrap();
+    server.send_prepared(&prepared).unwrap();
+    pump(&mut server, &mut client).unwrap();
+    assert_eq!(events(&mut client).len(), 2);
+}
+
 #[test]
 fn release_idle_memory_frees_buffers() {
     let (mut client, mut server) = pair();

@@ -142,6 +142,34 @@ impl DeflateCodec {
         Ok(())
     }
 
+    /// Compresses `payload` as a whole message with a fresh compressor of `window_bits` and
+    /// zlib `level`: the bytes a server without context takeover sends, the same for every
+    /// connection with that window, so a fan-out can compress once (RFC 7692 §7.2.1).
+    ///
+    /// # Errors
+    /// [`SendError::Deflate`] if zlib fails.
+    pub fn compress_standalone(
+        payload: &[u8],
+        window_bits: u8,
+        level: u32,
+        out: &mut BytesMut,
+    ) -> Result<(), SendError> {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: window_bits,
+            client_max_window_bits: window_bits,
+        };
+        Self::new(Role::Server, params, level).compress(payload, out)
+    }
+
+    /// The window our compressor uses after the zlib adjustment (9..=15), when it starts
+    /// afresh for every message; `None` when it keeps its context.
+    pub fn standalone_window(&self) -> Option<u8> {
+        let (bits, no_context) = self.ours();
+        no_context.then(|| zlib_bits(bits))
+    }
+
     /// Inflates one frame's compressed payload, appending to `out`; `fin` marks the last
     /// frame of the message. Call it once per frame, in order, with `fin = false` for every
     /// frame but the last (empty frames are fine).
