@@ -263,6 +263,10 @@ impl Node {
             self.settings.limits.outbound_queue_bytes,
         ));
         lock(&self.sessions).insert(id, handle.clone());
+        if self.is_draining() {
+            // Admitted just before the shutdown started, registered after its last pass.
+            handle.outbox.close(1001, "server shutting down");
+        }
         handle
     }
 
@@ -347,11 +351,16 @@ impl Node {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Refuses new connections from now on (503) and turns readiness off.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     /// Starts a graceful shutdown: no new connections; every open one is closed with 1001,
     /// spread evenly over `drain` so reconnects do not all arrive at once. Returns when every
     /// close was ordered (not when connections are gone; see [`connection_count`](Self::connection_count)).
     pub async fn shutdown(&self, drain: Duration) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.start_draining();
         let sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
         let n = sessions.len().max(1) as u32;
         let step = drain / n;

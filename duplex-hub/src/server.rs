@@ -5,7 +5,7 @@ use crate::api;
 use crate::auth::{token_from_request, Identity};
 use crate::channel::ChannelName;
 use crate::config::parse_origin;
-use crate::node::{permitted, ConnectionGuard, Node};
+use crate::node::{permitted, ConnectionGuard, Node, NodeError};
 use crate::protocol::SUBPROTOCOL;
 use crate::session::{self, Opening};
 use axum::extract::{Path, State};
@@ -245,11 +245,21 @@ async fn room(
         &channel,
         id.is_some_and(|i| i.may_publish(channel.as_str())),
     );
-    let node = state.node.clone();
+    // Join before answering 101: once the client sees `open`, it receives every message.
+    let member = match session::RoomMember::join(&state.node, channel, identity.as_ref()).await {
+        Ok(member) => member,
+        Err(NodeError::ChannelFull(channel)) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{channel} is full"),
+            )
+        }
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
     upgrade
         .config(websocket_config(&state.node))
         .protocols(["duplex.raw"])
-        .on_upgrade(move |ws| session::run_room(node, ws, channel, identity, may_publish, guard))
+        .on_upgrade(move |ws| session::run_room(member, ws, may_publish, guard))
 }
 
 async fn echo(State(state): State<AppState>, upgrade: Upgrade) -> Response {
@@ -330,9 +340,32 @@ pub async fn serve(
     let handshake_timeout = Duration::from_secs(settings.limits.handshake_timeout_secs);
     let sweeper = tokio::spawn(sweep(node.clone()));
     tokio::pin!(shutdown);
+    let timeout = Duration::from_secs(settings.shutdown.timeout_secs);
+    let drain = Duration::from_secs(settings.shutdown.drain_secs);
+    // Set once the signal came: until then, None.
+    let mut stopping: Option<(Instant, tokio::task::JoinHandle<()>)> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown, if stopping.is_none() => {
+                info!(
+                    connections = node.connection_count(),
+                    "shutting down: readiness off, closing every connection with 1001"
+                );
+                let closer = node.clone();
+                // Draining is on before this returns: new upgrades get 503 from now on, while
+                // HTTP keeps answering so load balancers can read /readyz.
+                node.start_draining();
+                stopping = Some((Instant::now(), tokio::spawn(async move { closer.shutdown(drain).await })));
+                continue;
+            }
+            _ = tick.tick(), if stopping.is_some() => {
+                let (started, closer) = stopping.as_ref().expect("checked");
+                if (closer.is_finished() && node.connection_count() == 0) || started.elapsed() >= timeout {
+                    break;
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
@@ -385,17 +418,6 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let started = Instant::now();
-    let timeout = Duration::from_secs(settings.shutdown.timeout_secs);
-    info!(
-        connections = node.connection_count(),
-        "shutting down: closing every connection with 1001"
-    );
-    let drain = Duration::from_secs(settings.shutdown.drain_secs);
-    let _ = tokio::time::timeout(timeout, node.shutdown(drain)).await;
-    while node.connection_count() > 0 && started.elapsed() < timeout {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     sweeper.abort();
     let left = node.connection_count();
     if left > 0 {

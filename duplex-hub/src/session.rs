@@ -719,17 +719,76 @@ fn truncate(reason: &str) -> String {
 
 /// Runs a raw-room connection: messages in become publications of `channel`; publications
 /// of `channel` go out as plain messages.
-pub(crate) async fn run_room<S>(
+/// A raw-room member that already joined its room (before the `101` went out, so that
+/// everything published after the client sees `open` reaches it). Leaves the room when
+/// dropped, should the upgrade never complete.
+pub(crate) struct RoomMember {
     node: Arc<Node>,
-    mut ws: WebSocket<S>,
+    handle: Arc<SessionHandle>,
     channel: ChannelName,
-    identity: Option<Identity>,
+    info: ClientInfo,
+    left: bool,
+}
+
+impl RoomMember {
+    /// Joins `channel` for a client that is about to be upgraded.
+    pub(crate) async fn join(
+        node: &Arc<Node>,
+        channel: ChannelName,
+        identity: Option<&Identity>,
+    ) -> Result<Self, NodeError> {
+        let handle = node.new_session(Dialect::Raw);
+        let info = ClientInfo {
+            client: new_client_id().into(),
+            user: identity.map_or("", |i| i.user.as_str()).into(),
+            info: identity.and_then(|i| i.info.clone()).map(Arc::new),
+        };
+        let _ = handle.info.set(info.clone());
+        if let Err(e) = node.subscribe(&channel, &handle).await {
+            node.end_session(handle.id);
+            return Err(e);
+        }
+        Ok(Self {
+            node: node.clone(),
+            handle,
+            channel,
+            info,
+            left: false,
+        })
+    }
+
+    async fn leave(mut self) {
+        self.left = true;
+        self.node.unsubscribe(&self.channel, self.handle.id).await;
+        self.node.end_session(self.handle.id);
+    }
+}
+
+impl Drop for RoomMember {
+    fn drop(&mut self) {
+        if !self.left {
+            let (node, channel, id) = (self.node.clone(), self.channel.clone(), self.handle.id);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    node.unsubscribe(&channel, id).await;
+                    node.end_session(id);
+                });
+            }
+        }
+    }
+}
+
+/// Runs a raw-room connection: messages in become publications of the room's channel;
+/// publications of the channel go out as plain messages.
+pub(crate) async fn run_room<S>(
+    member: RoomMember,
+    mut ws: WebSocket<S>,
     may_publish: bool,
     guard: ConnectionGuard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handle = node.new_session(Dialect::Raw);
+    let node = member.node.clone();
     let gauge = node
         .metrics()
         .connections
@@ -740,18 +799,19 @@ pub(crate) async fn run_room<S>(
         .connections_total
         .get_or_create(&vec![("dialect", "rooms")])
         .inc();
-    let info = ClientInfo {
-        client: new_client_id().into(),
-        user: identity.as_ref().map_or("", |i| i.user.as_str()).into(),
-        info: identity.as_ref().and_then(|i| i.info.clone()).map(Arc::new),
-    };
-    let _ = handle.info.set(info.clone());
-    let result = room_loop(&node, &mut ws, &handle, &channel, info, may_publish).await;
+    let result = room_loop(
+        &node,
+        &mut ws,
+        &member.handle,
+        &member.channel,
+        member.info.clone(),
+        may_publish,
+    )
+    .await;
     if let Some((code, reason)) = result {
         let _ = ws.close(CloseCode::from(code), &reason).await;
     }
-    node.unsubscribe(&channel, handle.id).await;
-    node.end_session(handle.id);
+    member.leave().await;
     gauge.dec();
     drop(guard);
 }
@@ -767,12 +827,6 @@ async fn room_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Err(e) = node.subscribe(channel, handle).await {
-        return Some(match e {
-            NodeError::ChannelFull(_) => (1013, "room is full".to_owned()),
-            e => (CLOSE_SERVER_ERROR, truncate(&e.to_string())),
-        });
-    }
     let metrics = node.metrics();
     let mut bucket = Bucket::new(node.settings().limits.publish_rate);
     let mut batch = Vec::with_capacity(BATCH);

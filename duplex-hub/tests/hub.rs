@@ -553,7 +553,26 @@ async fn graceful_shutdown_closes_everyone_with_1001() {
             clients.push(hub.client().await);
         }
         let (mut room, _) = duplex::connect(&hub.url("/rooms/lobby")).await.unwrap();
+        assert!(raw_get(&hub, "/readyz").await.starts_with("HTTP/1.1 200"));
         hub.stop();
+        // While draining, HTTP still answers: readiness is off and new upgrades get 503.
+        let mut readyz = String::new();
+        for _ in 0..50 {
+            readyz = raw_get(&hub, "/readyz").await;
+            if readyz.starts_with("HTTP/1.1 503") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            readyz.starts_with("HTTP/1.1 503") && readyz.contains("draining"),
+            "{readyz}"
+        );
+        let refused = Client::open(&hub, None)
+            .await
+            .err()
+            .expect("refused while draining");
+        assert_eq!(refused.handshake_status().map(|s| s.as_u16()), Some(503));
         for c in &mut clients {
             assert_eq!(c.closed().await.0, 1001);
         }
@@ -564,6 +583,40 @@ async fn graceful_shutdown_closes_everyone_with_1001() {
         );
         hub.wait().await;
         assert_eq!(hub.node.connection_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_pong_timeout() {
+    bounded(async {
+        let mut config = HubConfig::default();
+        config.ping.interval_secs = 1;
+        config.ping.timeout_secs = 1;
+        let hub = Hub::start(config).await;
+        let mut alive = hub.client().await;
+        let mut silent = Client::open_slow(&hub).await;
+        // The live client reads (and so answers pings) for 3.5 s; the silent one reads nothing.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
+        while tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(200), alive.ws.recv()).await;
+        }
+        assert!(alive
+            .cmd(json!({"cmd": "ping"}))
+            .await
+            .get("result")
+            .is_some());
+        assert_eq!(
+            hub.node.connection_count(),
+            1,
+            "the silent client was dropped"
+        );
+        // Its socket was closed by the hub (no close handshake: it did not answer).
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = silent.ws.recv().await {}
+        })
+        .await;
+        assert!(ended.is_ok());
     })
     .await;
 }
