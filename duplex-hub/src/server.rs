@@ -168,9 +168,13 @@ pub(crate) fn websocket_config(node: &Node) -> WebSocketConfig {
         .with_max_message_size(limit)
         .with_max_frame_size(limit);
     proto.deflate = settings.compression.then(|| {
-        // No server context: a publication can be compressed once for every subscriber, and
-        // an idle connection keeps no zlib state.
-        DeflateConfig::default().with_server_no_context_takeover(true)
+        // No server context: a publication can be compressed once for every subscriber.
+        // No client context either (RFC 7692 §7.1.1.1 lets the server ask for it even when
+        // not offered): the inflater is released after each message, so an idle connection
+        // keeps no zlib state (about 40 KiB otherwise).
+        DeflateConfig::default()
+            .with_server_no_context_takeover(true)
+            .with_client_no_context_takeover(true)
     });
     let ping = settings.ping_interval();
     WebSocketConfig::default()

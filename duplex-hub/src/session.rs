@@ -168,7 +168,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async fn run(&mut self) {
-        let mut batch = Vec::with_capacity(BATCH);
+        // Grown on demand and released after a large batch: an idle connection holds none.
+        let mut batch = Vec::new();
         loop {
             let expiry = self.identity.as_ref().map(|i| i.expires_at);
             let expired = async move {
@@ -181,7 +182,13 @@ where
             };
             let flow = tokio::select! {
                 biased;
-                () = self.handle.outbox.ready() => self.write_outbox(&mut batch).await,
+                () = self.handle.outbox.ready() => {
+                    let flow = self.write_outbox(&mut batch).await;
+                    if batch.capacity() > 16 {
+                        batch = Vec::new();
+                    }
+                    flow
+                }
                 received = self.ws.recv() => match received {
                     None => return,
                     Some(Err(error)) => {
@@ -829,7 +836,7 @@ where
 {
     let metrics = node.metrics();
     let mut bucket = Bucket::new(node.settings().limits.publish_rate);
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -855,6 +862,9 @@ where
                 }
                 if ws.flush().await.is_err() {
                     return None;
+                }
+                if batch.capacity() > 16 {
+                    batch = Vec::new();
                 }
             }
             received = ws.recv() => {
