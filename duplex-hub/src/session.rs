@@ -525,7 +525,9 @@ where
                     }
                 }
             }
-        } else if recover.is_some() {
+        }
+        if recover.is_some() && !result.contains_key("recovered") {
+            // Recovery is off for this namespace: say so rather than stay silent.
             result.insert("recovered".into(), json!(false));
         }
         self.subs.insert(channel.clone(), sub);
@@ -619,13 +621,8 @@ where
                 format!("permission denied: publish to {channel}"),
             ));
         }
-        if let Data::Json(_) = &data {
-        } else if matches!(data, Data::Text(_)) {
-            return Err(ReplyError::new(
-                ErrorCode::BAD_REQUEST,
-                "data must be JSON or binary",
-            ));
-        }
+        // The parser only makes JSON or binary data; raw text comes from rooms alone.
+        debug_assert!(!matches!(data, Data::Text(_)));
         let info = self.handle.info.get().cloned();
         let publication = self
             .node

@@ -241,6 +241,12 @@ async fn not_recovered_when_history_is_too_short_or_epoch_differs() {
         assert_eq!(r["result"]["recovered"], false);
         assert_eq!(r["result"]["epoch"], epoch.as_str());
 
+        // Recovery asked for where the namespace has none: an explicit "not recovered".
+        let r = sub
+            .cmd(json!({"cmd": "subscribe", "channel": "news", "recover": {"offset": 0, "epoch": "e"}}))
+            .await;
+        assert_eq!(r["result"]["recovered"], false, "{r}");
+
         // History command.
         let h = sub.cmd(json!({"cmd": "history", "channel": "chat:s", "limit": 2})).await;
         let offsets: Vec<_> = h["result"]["publications"].as_array().unwrap().iter().map(|p| p["offset"].clone()).collect();
