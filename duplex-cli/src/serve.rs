@@ -40,7 +40,7 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     api_keys: Vec<String>,
-    /// A browser origin allowed besides same-origin and localhost (scheme://host[:port], or
+    /// A browser origin allowed besides same-origin and localhost (`scheme://host[:port]`, or
     /// "*" for all); may be repeated.
     #[arg(
         long = "allowed-origin",

@@ -96,6 +96,10 @@ pub struct LimitsConfig {
     /// Publications per second per connection (a token bucket holding as many); exceeding
     /// it closes with 4002. Default 50.
     pub publish_rate: u32,
+    /// Other commands (subscribe, unsubscribe, presence, history, ping) per second per
+    /// connection (a token bucket holding as many); beyond it they are answered with error
+    /// 111. Default 100.
+    pub command_rate: u32,
     /// Time for a new TCP connection to send its request head. Default 10.
     pub handshake_timeout_secs: u64,
     /// Bytes queued for one slow connection before the slow-consumer policy acts.
@@ -325,6 +329,7 @@ impl Default for LimitsConfig {
             max_message_size: 64 * 1024,
             max_subscriptions: 128,
             publish_rate: 50,
+            command_rate: 100,
             handshake_timeout_secs: 10,
             outbound_queue_bytes: 1024 * 1024,
         }
@@ -519,6 +524,12 @@ fn validate(c: &HubConfig) -> Result<(), ConfigError> {
             "must be at least 1 per second",
         ));
     }
+    if l.command_rate == 0 {
+        return Err(ConfigError::at(
+            "limits.command_rate",
+            "must be at least 1 per second",
+        ));
+    }
     if l.handshake_timeout_secs == 0 {
         return Err(ConfigError::at(
             "limits.handshake_timeout_secs",
@@ -636,10 +647,10 @@ fn validate_namespace(key: &str, ns: &NamespaceConfig) -> Result<(), ConfigError
 /// scheme), or `None`.
 pub(crate) fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
     let (scheme, rest) = origin.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" | "ws" => 80,
-        "https" | "wss" => 443,
+    // Browsers send http and https origins; ws and wss in the configuration mean the same.
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => ("http".to_owned(), 80),
+        "https" | "wss" => ("https".to_owned(), 443),
         _ => return None,
     };
     if rest.is_empty() || rest.contains('/') || rest.contains('@') {
@@ -789,6 +800,10 @@ mod tests {
         assert_eq!(
             parse_origin("http://[::1]:3000"),
             Some(("http".into(), "[::1]".into(), 3000))
+        );
+        assert_eq!(
+            parse_origin("wss://a.example"),
+            Some(("https".into(), "a.example".into(), 443))
         );
         assert_eq!(parse_origin("null"), None);
         assert_eq!(parse_origin("ftp://x"), None);

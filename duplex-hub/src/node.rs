@@ -295,8 +295,9 @@ impl Node {
     }
 
     pub(crate) async fn unsubscribe(&self, channel: &ChannelName, session: u64) {
-        self.registry.remove(channel, session);
-        self.metrics.subscriptions.dec();
+        if self.registry.remove(channel, session) {
+            self.metrics.subscriptions.dec();
+        }
         if let Err(e) = self.sync_broker(channel).await {
             debug!(%channel, error = %e, "broker unsubscribe failed");
         }
@@ -444,11 +445,11 @@ impl BrokerHandler for Node {
             {
                 return;
             }
-            if session
-                .outbox
-                .push(Outgoing::Message(message.clone()), size, None)
-                .is_err()
-            {
+            let event = Outgoing::Event {
+                channel: channel.clone(),
+                message: message.clone(),
+            };
+            if session.outbox.push(event, size, None).is_err() {
                 session.outbox.close(CLOSE_SLOW, "slow consumer");
                 self.metrics.slow_consumer_disconnects.inc();
             }

@@ -42,8 +42,11 @@ pub(crate) enum Outgoing {
         publication: Arc<Publication>,
         frames: Arc<SharedFrames>,
     },
-    /// Any other push.
-    Message(Message),
+    /// A join or leave of a channel (dropped if the session left the channel meanwhile).
+    Event {
+        channel: ChannelName,
+        message: Message,
+    },
 }
 
 /// Why the connection must close.
@@ -213,15 +216,18 @@ mod tests {
     use super::*;
 
     fn msg(s: &str) -> Outgoing {
-        Outgoing::Message(Message::text(s.to_owned()))
+        Outgoing::Event {
+            channel: ChannelName::new("c").unwrap(),
+            message: Message::text(s.to_owned()),
+        }
     }
 
     fn texts(items: &[Outgoing]) -> Vec<String> {
         items
             .iter()
             .map(|i| match i {
-                Outgoing::Message(m) => m.as_text().unwrap().to_owned(),
-                Outgoing::Publication { .. } => "pub".into(),
+                Outgoing::Event { message, .. } => message.as_text().unwrap().to_owned(),
+                Outgoing::Publication { .. } => "publication".into(),
             })
             .collect()
     }

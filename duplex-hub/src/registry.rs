@@ -56,15 +56,17 @@ impl Registry {
         true
     }
 
-    /// Removes a subscriber.
-    pub(crate) fn remove(&self, channel: &ChannelName, session: u64) {
+    /// Removes a subscriber; returns whether it was there.
+    pub(crate) fn remove(&self, channel: &ChannelName, session: u64) -> bool {
         let mut shard = self.shard(channel);
-        if let Some(subs) = shard.get_mut(channel) {
-            subs.remove(&session);
-            if subs.is_empty() {
-                shard.remove(channel);
-            }
+        let Some(subs) = shard.get_mut(channel) else {
+            return false;
+        };
+        let removed = subs.remove(&session).is_some();
+        if subs.is_empty() {
+            shard.remove(channel);
         }
+        removed
     }
 
     /// Subscribers of `channel` on this node.

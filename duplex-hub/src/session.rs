@@ -107,9 +107,11 @@ impl Bucket {
 }
 
 struct Subscription {
-    /// Offset of the last publication handed to the client (0: none), to drop duplicates
-    /// between a recovery and the live stream.
-    last_offset: u64,
+    /// The stream position the subscribe reply covered (the current one, or the last
+    /// recovered publication): queued publications at or before it, in the same epoch, were
+    /// part of the reply or of the state the client reloads, and are dropped. Later ones are
+    /// all sent, whatever their order (conflation may reorder keys).
+    covered_offset: u64,
     epoch: Option<String>,
 }
 
@@ -123,6 +125,7 @@ struct V1<S> {
     connected: bool,
     subs: HashMap<ChannelName, Subscription>,
     bucket: Bucket,
+    commands: Bucket,
 }
 
 enum Flow {
@@ -149,6 +152,7 @@ where
         .inc();
     let mut session = V1 {
         bucket: Bucket::new(node.settings().limits.publish_rate),
+        commands: Bucket::new(node.settings().limits.command_rate),
         handshake_identity: identity.is_some(),
         node,
         ws,
@@ -207,6 +211,9 @@ where
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
+        if code == 1006 {
+            return; // the connection failed: nothing can be sent
+        }
         if code != 1001 && code != 1000 {
             let reconnect = (4000..4500).contains(&code) || code < 4000;
             let _ = self
@@ -232,16 +239,14 @@ where
                     publication,
                     frames,
                 } => {
-                    let Some(sub) = self.subs.get_mut(channel) else {
+                    let Some(sub) = self.subs.get(channel) else {
                         continue;
                     };
                     if publication.offset > 0 {
                         let same_epoch = sub.epoch.as_deref() == publication.epoch.as_deref();
-                        if same_epoch && publication.offset <= sub.last_offset {
-                            continue; // already sent with the recovery
+                        if same_epoch && publication.offset <= sub.covered_offset {
+                            continue; // covered by the subscribe reply
                         }
-                        sub.last_offset = publication.offset;
-                        sub.epoch = publication.epoch.as_deref().map(str::to_owned);
                     }
                     metrics
                         .publish_to_write
@@ -250,7 +255,10 @@ where
                     metrics.bytes_out.inc_by(frame.message().len() as u64);
                     self.ws.feed_prepared(frame).await
                 }
-                Outgoing::Message(message) => {
+                Outgoing::Event { channel, message } => {
+                    if !self.subs.contains_key(channel) {
+                        continue; // left the channel meanwhile
+                    }
                     metrics.bytes_out.inc_by(message.len() as u64);
                     self.ws.feed(message.clone()).await
                 }
@@ -287,15 +295,23 @@ where
                 return Flow::Close(CLOSE_BAD_REQUEST, truncate(&bad.to_string()));
             }
         };
-        let command = match command {
-            Ok(command) => command,
-            Err(error) => return self.send(protocol::error_reply(id, &error)).await,
-        };
-        if !self.connected && !matches!(command, Command::Connect { .. }) {
+        if !self.connected && !matches!(command, Ok(Command::Connect { .. })) {
             return Flow::Close(
                 CLOSE_BAD_REQUEST,
                 "the first command must be connect".into(),
             );
+        }
+        let command = match command {
+            Ok(command) => command,
+            Err(error) => return self.send(protocol::error_reply(id, &error)).await,
+        };
+        if !matches!(command, Command::Connect { .. } | Command::Publish { .. })
+            && !self.commands.take()
+        {
+            self.node.metrics().limit_hit("command_rate");
+            let error =
+                ReplyError::new(ErrorCode::TOO_MANY_REQUESTS, "too many commands: slow down");
+            return self.send(protocol::error_reply(id, &error)).await;
         }
         let outcome = match command {
             Command::Connect { token, .. } => return self.connect(id, token).await,
@@ -474,7 +490,7 @@ where
         result.insert("recoverable".into(), json!(ns.recover));
         result.insert("presence".into(), json!(ns.presence));
         let mut sub = Subscription {
-            last_offset: 0,
+            covered_offset: 0,
             epoch: None,
         };
         let mut publications = Vec::new();
@@ -512,15 +528,15 @@ where
                 result.insert("epoch".into(), json!(history.position.epoch));
                 result.insert("offset".into(), json!(history.position.offset));
                 sub.epoch = Some(history.position.epoch.clone());
-                sub.last_offset = history.position.offset;
+                sub.covered_offset = history.position.offset;
                 if recover.is_some() && ns.recover {
                     result.insert("recovered".into(), json!(history.contiguous));
                     if history.contiguous {
                         publications = history.publications;
                         if let Some(last) = publications.last() {
-                            sub.last_offset = last.offset;
+                            sub.covered_offset = last.offset;
                         } else if let Some(position) = &recover {
-                            sub.last_offset = position.offset;
+                            sub.covered_offset = position.offset;
                         }
                     }
                 }
@@ -748,17 +764,17 @@ impl RoomMember {
             info: identity.and_then(|i| i.info.clone()).map(Arc::new),
         };
         let _ = handle.info.set(info.clone());
-        if let Err(e) = node.subscribe(&channel, &handle).await {
-            node.end_session(handle.id);
-            return Err(e);
-        }
-        Ok(Self {
+        // The guard exists before the first await: if this future is dropped while the
+        // broker subscribes, its Drop still takes the session out of the registry.
+        let member = Self {
             node: node.clone(),
             handle,
             channel,
             info,
             left: false,
-        })
+        };
+        node.subscribe(&member.channel, &member.handle).await?;
+        Ok(member)
     }
 
     async fn leave(mut self) {
@@ -850,7 +866,7 @@ where
                             metrics.bytes_out.inc_by(frame.message().len() as u64);
                             ws.feed_prepared(frame).await
                         }
-                        Outgoing::Message(_) => Ok(()),
+                        Outgoing::Event { .. } => Ok(()),
                     };
                     metrics.messages_out.inc();
                     if result.is_err() {

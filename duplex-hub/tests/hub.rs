@@ -23,12 +23,15 @@ async fn subscribe_publish_unsubscribe() {
         assert_eq!(result["channel"], "chat:lobby");
         assert_eq!(result["offset"], 0);
         assert_eq!(result["recoverable"], true);
-        let epoch = result["epoch"].as_str().unwrap().to_owned();
+        // Nothing was ever published: the empty epoch, which no stream has.
+        assert_eq!(result["epoch"], "");
 
         let reply = bob
             .cmd(json!({"cmd": "publish", "channel": "chat:lobby", "data": {"text": "hi"}}))
             .await;
-        assert_eq!(reply["result"], json!({"offset": 1, "epoch": epoch}));
+        assert_eq!(reply["result"]["offset"], 1);
+        let epoch = reply["result"]["epoch"].as_str().unwrap().to_owned();
+        assert!(!epoch.is_empty());
         let push = alice.push().await;
         assert_eq!(push["push"], "publication");
         assert_eq!(push["channel"], "chat:lobby");
@@ -161,11 +164,14 @@ async fn recovery_after_reconnect_is_complete_ordered_and_without_duplicates() {
         let hub = Hub::start(history_config(1000)).await;
         let mut publisher = hub.client().await;
         let mut sub = hub.client().await;
-        let r = sub.cmd(json!({"cmd": "subscribe", "channel": "chat:r"})).await;
-        let epoch = r["result"]["epoch"].as_str().unwrap().to_owned();
+        sub.cmd(json!({"cmd": "subscribe", "channel": "chat:r"})).await;
         publish_n(&mut publisher, "chat:r", 1, 3).await;
+        // A client recovers from the last position it saw: the last push's.
+        let mut epoch = String::new();
         for i in 1..=3 {
-            assert_eq!(sub.push().await["data"]["n"], i);
+            let push = sub.push().await;
+            assert_eq!(push["data"]["n"], i);
+            epoch = push["epoch"].as_str().unwrap().to_owned();
         }
         drop(sub);
 
@@ -212,16 +218,25 @@ async fn not_recovered_when_history_is_too_short_or_epoch_differs() {
         let mut p = hub.client().await;
         let mut sub = hub.client().await;
         let r = sub.cmd(json!({"cmd": "subscribe", "channel": "chat:s"})).await;
-        let epoch = r["result"]["epoch"].as_str().unwrap().to_owned();
+        let empty = r["result"]["epoch"].as_str().unwrap().to_owned();
         drop(sub);
         publish_n(&mut p, "chat:s", 1, 5).await;
         let mut sub = hub.client().await;
+        // From the empty epoch of a channel that had no stream yet: not recovered, as the
+        // hub cannot tell which stream the client saw.
         let r = sub
-            .cmd(json!({"cmd": "subscribe", "channel": "chat:s", "recover": {"offset": 0, "epoch": epoch}}))
+            .cmd(json!({"cmd": "subscribe", "channel": "chat:s", "recover": {"offset": 0, "epoch": empty}}))
             .await;
         assert_eq!(r["result"]["recovered"], false, "{r}");
         assert!(r["result"]["publications"].as_array().is_none_or(|a| a.is_empty()));
         assert_eq!(r["result"]["offset"], 5);
+        let epoch = r["result"]["epoch"].as_str().unwrap().to_owned();
+        // History too short: 1..=5 needed, 3..=5 kept.
+        sub.cmd(json!({"cmd": "unsubscribe", "channel": "chat:s"})).await;
+        let r = sub
+            .cmd(json!({"cmd": "subscribe", "channel": "chat:s", "recover": {"offset": 0, "epoch": epoch}}))
+            .await;
+        assert_eq!(r["result"]["recovered"], false, "{r}");
         // Exactly at the edge: 2..=5 are needed, 3..=5 kept.
         sub.cmd(json!({"cmd": "unsubscribe", "channel": "chat:s"})).await;
         let r = sub
@@ -623,6 +638,63 @@ async fn silent_clients_are_dropped_after_the_pong_timeout() {
         })
         .await;
         assert!(ended.is_ok());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conflation_never_drops_the_latest_value_of_another_key() {
+    bounded(async {
+        let hub = Hub::start(HubConfig::default()).await;
+        let mut sub = hub.client().await;
+        sub.cmd(json!({"cmd": "subscribe", "channel": "prices:X"}))
+            .await;
+        // Three publications before the subscriber's task runs (the test runtime has one
+        // thread and the memory broker never yields): BTC@1, ETH@2, BTC@3. BTC@3 takes BTC@1's
+        // place in the queue, ahead of ETH@2; both must still arrive.
+        let channel = duplex_hub::ChannelName::new("prices:X").unwrap();
+        for key in ["BTC", "ETH", "BTC"] {
+            let data = duplex_hub::broker::Data::Json(format!("{{\"k\":\"{key}\"}}").into());
+            hub.node
+                .publish(&channel, data, None, Some(key))
+                .await
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let push = sub.push().await;
+            got.push((
+                push["key"].as_str().unwrap().to_owned(),
+                push["offset"].as_u64().unwrap(),
+            ));
+        }
+        got.sort();
+        assert_eq!(got, [("BTC".to_owned(), 3), ("ETH".to_owned(), 2)]);
+        sub.no_push(Duration::from_millis(200)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn command_rate_is_limited_with_error_111() {
+    bounded(async {
+        let mut config = HubConfig::default();
+        config.limits.command_rate = 5;
+        let hub = Hub::start(config).await;
+        let mut c = hub.client().await;
+        let mut codes = Vec::new();
+        for _ in 0..8 {
+            let r = c.cmd(json!({"cmd": "history", "channel": "chat:x"})).await;
+            codes.push(r["error"]["code"].as_u64());
+        }
+        // The bucket holds 5: the rest are refused, and the connection stays open.
+        assert_eq!(
+            codes.iter().filter(|c| **c == Some(111)).count(),
+            3,
+            "{codes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(c.cmd(json!({"cmd": "ping"})).await.get("result").is_some());
     })
     .await;
 }

@@ -203,7 +203,23 @@ impl Broker for MemoryBroker {
     ) -> BrokerFuture<'a, HistoryResult> {
         let now = Instant::now();
         let mut streams = lock(&self.streams);
-        let stream = streams.entry(channel.clone()).or_insert_with(Stream::new);
+        let Some(stream) = streams.get_mut(channel) else {
+            // Reading never creates a stream (clients may read any name): a channel without
+            // one is at offset 0 of the empty epoch "", and its first publication starts a
+            // real epoch, so a client that saw "" learns that it must reload.
+            let empty = StreamPosition {
+                offset: 0,
+                epoch: String::new(),
+            };
+            return ready(match query.since {
+                Some(since) if since != empty => Err(BrokerError::EpochMismatch(since.epoch)),
+                _ => Ok(HistoryResult {
+                    position: empty,
+                    publications: Vec::new(),
+                    contiguous: true,
+                }),
+            });
+        };
         stream.expire(now, options);
         let position = stream.position();
         let limit = query.limit.unwrap_or(usize::MAX);
@@ -304,6 +320,24 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reading_history_stores_nothing() {
+        let broker = MemoryBroker::new();
+        let options = HistoryOptions {
+            size: 10,
+            ttl: std::time::Duration::from_secs(600),
+        };
+        for i in 0..1000 {
+            let channel = ChannelName::new(&format!("chat:{i}")).unwrap();
+            let h = broker
+                .history(&channel, HistoryQuery::default(), options)
+                .await
+                .unwrap();
+            assert_eq!(h.position.offset, 0);
+        }
+        assert!(lock(&broker.streams).is_empty());
+    }
 
     #[tokio::test]
     async fn behaves_as_a_broker() {

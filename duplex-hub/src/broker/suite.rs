@@ -159,6 +159,23 @@ pub(crate) async fn run(broker: Arc<dyn Broker>) {
         Err(BrokerError::EpochMismatch(_))
     ));
 
+    // A channel nobody published to: offset 0, and recovering from that position while
+    // nothing was published is complete.
+    let fresh = ch("fresh");
+    let empty = HistoryQuery {
+        since: None,
+        limit: Some(0),
+    };
+    let h = broker.history(&fresh, empty, options).await.unwrap();
+    assert_eq!(h.position.offset, 0);
+    let again = HistoryQuery {
+        since: Some(h.position.clone()),
+        limit: None,
+    };
+    let h2 = broker.history(&fresh, again, options).await.unwrap();
+    assert!(h2.contiguous && h2.publications.is_empty());
+    assert_eq!(h2.position, h.position);
+
     // Without history: offset 0, still delivered.
     let b = ch("b");
     broker.subscribe(&b).await.unwrap();
