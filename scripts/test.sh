@@ -6,7 +6,7 @@
 #
 # Steps, in order (default: all of them):
 #   setup            install what is missing: Debian packages (openssl, g++,
-#                    python3-venv, only if absent), the Python packages of
+#                    redis-server, python3-venv, only if absent), the Python packages of
 #                    scripts/requirements.txt into .venv/, npm ci in interop/,
 #                    cargo-fuzz
 #   fmt              cargo fmt --all -- --check
@@ -107,6 +107,8 @@ step_setup() {
     command -v c++ >/dev/null || missing+=(g++) # libFuzzer (cargo fuzz) is C++
     command -v timeout >/dev/null || missing+=(coreutils)
     command -v cmp >/dev/null || missing+=(diffutils)
+    command -v tmux >/dev/null || missing+=(tmux) # duplex connect's interactive-mode tests
+    command -v redis-server >/dev/null || missing+=(redis-server) # duplex-hub's Redis broker tests
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
     if ((${#missing[@]})); then apt_install "${missing[@]}" || return 1; fi
 

@@ -3,12 +3,14 @@
 use crate::echo::Signals;
 use anyhow::Context;
 use clap::Args;
+use duplex_hub::broker::{Broker, RedisBroker};
 use duplex_hub::config::quote;
 use duplex_hub::{MemoryBroker, Node, Settings};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info};
 
 /// Flags of `duplex serve`. Each setting also comes from the TOML file (`--config`) and from
 /// `DUPLEX__*` variables; precedence: file < `DUPLEX__*` < flags (and their `DUPLEX_*`
@@ -83,6 +85,10 @@ pub struct ServeArgs {
     /// This node's name in logs and the connect reply. [default: random]
     #[arg(long, env = "DUPLEX_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
+    /// Share channels, history and presence with other nodes through this Redis
+    /// (`redis://host[:port][/db]`). [default: in memory, one node]
+    #[arg(long, env = "DUPLEX_BROKER", value_name = "URL")]
+    broker: Option<String>,
     /// Set any configuration key: KEY=VALUE (a TOML value); may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -143,6 +149,9 @@ impl ServeArgs {
         if let Some(name) = &self.node_name {
             put("node_name", quote(name));
         }
+        if let Some(url) = &self.broker {
+            put("broker.url", quote(url));
+        }
         for set in &self.set {
             let (k, v) = set
                 .split_once('=')
@@ -164,13 +173,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr()?;
     let tls = settings.tls.is_some();
-    let node = Node::new(settings, Arc::new(MemoryBroker::new()));
+    let (broker, broker_kind): (Arc<dyn Broker>, &str) = match &settings.broker.url {
+        Some(_) => {
+            let redis = Arc::new(RedisBroker::new(&settings.broker).context("broker.url")?);
+            // Redis may come later: the hub starts anyway, /readyz says 503 until it does.
+            let watched = redis.clone();
+            tokio::spawn(async move {
+                if !watched.wait_healthy(Duration::from_secs(3)).await {
+                    error!(
+                        redis = watched.address(),
+                        error = watched.last_error().as_deref().unwrap_or("no answer"),
+                        "cannot reach Redis: retrying in the background; /readyz answers 503 \
+                         and publishing fails until it is reachable"
+                    );
+                }
+            });
+            (redis, "redis")
+        }
+        None => (Arc::new(MemoryBroker::new()), "memory"),
+    };
+    let node = Node::new(settings, broker);
     eprintln!("listening on {local}");
     info!(
         addr = %local,
         node = node.name(),
         tls,
-        broker = "memory",
+        broker = broker_kind,
         "duplex hub ready: {}://{local}/",
         if tls { "https" } else { "http" }
     );

@@ -65,6 +65,8 @@ pub struct HubConfig {
     pub rooms: RoomsConfig,
     /// JWT keys.
     pub auth: AuthConfig,
+    /// The broker between nodes: in memory (one node) unless `broker.url` names a Redis.
+    pub broker: BrokerConfig,
     /// Options of channels without a namespace (`news`).
     pub default_namespace: NamespaceConfig,
     /// Options per namespace (`[namespaces.chat]` for `chat:*`). A channel whose namespace is
@@ -145,6 +147,36 @@ pub struct ApiConfig {
 pub struct RoomsConfig {
     /// Deliver a room message to its sender too. Default `false`.
     pub echo_to_sender: bool,
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `redis://[user:password@]host[:port][/db]`: publications, history and presence go
+    /// through this Redis, shared by every node using it. Default: none (the in-memory
+    /// broker, a single node).
+    pub url: Option<String>,
+    /// Use sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7), the mode meant for Redis
+    /// Cluster (following a Cluster's redirections is not supported yet). Default `false`.
+    pub sharded: bool,
+    /// Prefix of every Redis key and Pub/Sub channel, so hubs can share a Redis.
+    /// Default `"duplex:"`.
+    pub prefix: String,
+    /// Seconds a presence entry lives without a heartbeat (sent every third of it), so the
+    /// clients of a crashed node disappear. Default 30.
+    pub presence_ttl_secs: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            sharded: false,
+            prefix: "duplex:".to_owned(),
+            presence_ttl_secs: 30,
+        }
+    }
 }
 
 /// Who may subscribe to or publish in a namespace. A token's `channels` grants allow more.
@@ -316,6 +348,7 @@ impl Default for HubConfig {
             api: ApiConfig::default(),
             rooms: RoomsConfig::default(),
             auth: AuthConfig::default(),
+            broker: BrokerConfig::default(),
             default_namespace: builtins.default_namespace,
             namespaces: builtins.namespaces,
         }
@@ -598,6 +631,7 @@ fn validate(c: &HubConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    validate_broker(&c.broker)?;
     validate_namespace("default_namespace", &c.default_namespace)?;
     for (name, ns) in &c.namespaces {
         if name.is_empty()
@@ -611,6 +645,33 @@ fn validate(c: &HubConfig) -> Result<(), ConfigError> {
             ));
         }
         validate_namespace(&format!("namespaces.{name}"), ns)?;
+    }
+    Ok(())
+}
+
+fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
+    if let Some(url) = &b.url {
+        if let Err(e) = crate::broker::redis::check_url(url) {
+            return Err(ConfigError::at("broker.url", e));
+        }
+    }
+    if b.prefix.is_empty()
+        || b.prefix.len() > 64
+        || !b
+            .prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ":_-.".contains(ch))
+    {
+        return Err(ConfigError::at(
+            "broker.prefix",
+            "1 to 64 ASCII letters, digits, ':', '_', '-' or '.'",
+        ));
+    }
+    if !(3..=86_400).contains(&b.presence_ttl_secs) {
+        return Err(ConfigError::at(
+            "broker.presence_ttl_secs",
+            "must be between 3 and 86400",
+        ));
     }
     Ok(())
 }
@@ -785,6 +846,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("tls.cert_file:"), "{e}");
+    }
+
+    #[test]
+    fn broker_section() {
+        let s = load(
+            "[broker]\nurl = \"redis://127.0.0.1:6379/2\"\nsharded = true\nprefix = \"app1:\"\n",
+            &[("DUPLEX__BROKER__PRESENCE_TTL_SECS", "9")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.broker.url.as_deref(), Some("redis://127.0.0.1:6379/2"));
+        assert!(s.broker.sharded);
+        assert_eq!(
+            (s.broker.prefix.as_str(), s.broker.presence_ttl_secs),
+            ("app1:", 9)
+        );
+        assert_eq!(HubConfig::default().broker.url, None, "memory by default");
+        for (toml, key) in [
+            ("url = \"http://127.0.0.1:6379\"", "broker.url:"),
+            ("url = \"redis://\"", "broker.url:"),
+            ("url = \"rediss://h:6380\"", "broker.url:"),
+            ("prefix = \"a{b}\"", "broker.prefix:"),
+            ("prefix = \"\"", "broker.prefix:"),
+            ("presence_ttl_secs = 1", "broker.presence_ttl_secs:"),
+        ] {
+            let e = load(&format!("[broker]\n{toml}\n"), &[], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -285,6 +285,22 @@ async fn index() -> Html<&'static str> {
     Html(include_str!("index.html"))
 }
 
+/// The documentation the index page links to, compiled in so it matches this build.
+async fn doc_page(Path(page): Path<String>) -> Response {
+    let text = match page.as_str() {
+        "protocol.md" => include_str!("../../docs/protocol.md"),
+        "http-api.md" => include_str!("../../docs/http-api.md"),
+        "configuration.md" => include_str!("../../docs/configuration.md"),
+        _ => return refuse(StatusCode::NOT_FOUND, format!("no document {page:?}")),
+    };
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/markdown; charset=utf-8"),
+    );
+    response
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -292,6 +308,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.node.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !state.node.broker().is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable\n").into_response()
     } else {
         "ready\n".into_response()
     }
@@ -314,6 +332,7 @@ pub fn router(node: Arc<Node>, tls: bool) -> Router {
         .route("/ws", get(ws_v1))
         .route("/rooms/{room}", get(room))
         .route("/echo", get(echo))
+        .route("/docs/{page}", get(doc_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -698,3 +698,32 @@ async fn command_rate_is_limited_with_error_111() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn index_page_links_documents_that_are_served() {
+    bounded(async {
+        let hub = Hub::start(HubConfig::default()).await;
+        let index = raw_get(&hub, "/").await;
+        assert!(
+            index.starts_with("HTTP/1.1 200") && index.contains("duplex serve"),
+            "{index}"
+        );
+        let links: Vec<&str> = index
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(links.contains(&"/docs/protocol.md"), "{links:?}");
+        for link in links {
+            let page = raw_get(&hub, link).await;
+            assert!(page.starts_with("HTTP/1.1 200"), "{link}: {page}");
+        }
+        assert!(raw_get(&hub, "/docs/protocol.md")
+            .await
+            .contains("# The duplex protocol"));
+        assert!(raw_get(&hub, "/docs/secret")
+            .await
+            .starts_with("HTTP/1.1 404"));
+    })
+    .await;
+}

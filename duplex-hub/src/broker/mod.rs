@@ -7,7 +7,9 @@
 //! (offsets and epochs) and presence.
 
 mod memory;
+pub mod redis;
 
+pub use self::redis::RedisBroker;
 pub use memory::MemoryBroker;
 
 use crate::channel::ChannelName;
@@ -165,7 +167,7 @@ pub trait BrokerHandler: Send + Sync {
 /// Presence: connection id → who.
 pub type PresenceMap = HashMap<String, ClientInfo>;
 
-/// The broker interface, implemented by [`MemoryBroker`] (and the Redis broker).
+/// The broker interface, implemented by [`MemoryBroker`] and [`RedisBroker`].
 pub trait Broker: Send + Sync + 'static {
     /// Sets the handler that receives deliveries. Called once by the node.
     fn register(&self, handler: Weak<dyn BrokerHandler>);
@@ -225,6 +227,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Channels with at least one subscriber on some node.
     fn channels(&self) -> BrokerFuture<'_, Vec<ChannelName>>;
+
+    /// Whether the broker can serve now (its connections are up). `/readyz` answers 503
+    /// while it is not. Always `true` for an in-process broker.
+    fn is_healthy(&self) -> bool {
+        true
+    }
 
     /// Housekeeping the hub runs every [`SWEEP_INTERVAL`] (expiring history kept in
     /// memory). Must not block.

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use duplex::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocket};
-use duplex_hub::{HubConfig, MemoryBroker, Node, Settings};
+use duplex_hub::{Broker, HubConfig, MemoryBroker, Node, Settings};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -31,7 +31,12 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub async fn start(mut config: HubConfig) -> Self {
+    pub async fn start(config: HubConfig) -> Self {
+        Self::start_with(config, Arc::new(MemoryBroker::new())).await
+    }
+
+    /// A hub over `broker` (a Redis broker, say).
+    pub async fn start_with(mut config: HubConfig, broker: Arc<dyn Broker>) -> Self {
         config.listen = "127.0.0.1:0".parse().unwrap();
         if config.api.keys.is_empty() {
             config.api.keys = vec![API_KEY.to_owned()];
@@ -41,7 +46,7 @@ impl Hub {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let node = Node::new(settings, Arc::new(MemoryBroker::new()));
+        let node = Node::new(settings, broker);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(duplex_hub::serve(node.clone(), listener, async move {
             let _ = stopped.await;
