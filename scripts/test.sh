@@ -6,7 +6,7 @@
 #
 # Steps, in order (default: all of them):
 #   setup            install what is missing: Debian packages (openssl, g++,
-#                    redis-server, python3-venv, only if absent), the Python packages of
+#                    redis-server, tmux, python3-venv, only if absent), the Python packages of
 #                    scripts/requirements.txt into .venv/, npm ci in interop/,
 #                    cargo-fuzz
 #   fmt              cargo fmt --all -- --check

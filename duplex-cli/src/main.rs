@@ -53,9 +53,10 @@ enum Command {
     /// Run a WebSocket echo server: every message comes back unchanged (text as text,
     /// binary as binary).
     Echo(echo::EchoArgs),
-    /// Connect to a WebSocket server: stdin lines become text messages, received messages
-    /// become stdout lines (binary as hex). At end of input, close with 1000 and exit once
-    /// the server answers.
+    /// Connect to a WebSocket server. At a terminal: interactive, with line editing and
+    /// slash commands (/ping, /close, /binary, /file, /quit). Otherwise stdin lines become
+    /// text messages and received messages become stdout lines (binary as hex), or JSON
+    /// lines with --jsonl; at end of input, close with 1000 and exit once the server answers.
     Connect(connect::ConnectArgs),
     /// Load a server and check every answer: echo round trips, handshakes, idle
     /// connections, hub fan-out and rooms. Exits 1 when any message came back wrong.

@@ -200,7 +200,24 @@ impl<S> Shared<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        self.lock().poll_recv(cx, &self.wakers, false)
+        self.lock()
+            .poll_recv(cx, &self.wakers, Deliver::Messages)
+            .map(|next| {
+                next.map(|result| {
+                    result.map(|event| match event {
+                        Event::Message(message) => message,
+                        // Deliver::Messages hands out nothing else.
+                        _ => unreachable!("poll_recv delivered a control event"),
+                    })
+                })
+            })
+    }
+
+    pub(crate) fn poll_recv_event(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event, Error>>> {
+        self.lock().poll_recv(cx, &self.wakers, Deliver::Events)
     }
 
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -260,6 +277,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 }
 
+/// What [`Inner::poll_recv`] hands to its caller; everything else is handled and dropped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deliver {
+    /// Data messages (`recv`).
+    Messages,
+    /// Data messages, pings, pongs and the peer's close frame (`recv_event`).
+    Events,
+    /// Nothing: a `close()` reading until the end.
+    Nothing,
+}
+
 /// A `close()` that timed out.
 pub(crate) const CLOSE_TIMEOUT: &str = "close handshake";
 
@@ -285,8 +313,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         &mut self,
         cx: &mut Context<'_>,
         w: &Wakers,
-        discard: bool,
-    ) -> Poll<Option<Result<Message, Error>>> {
+        deliver: Deliver,
+    ) -> Poll<Option<Result<Event, Error>>> {
         loop {
             match self.phase {
                 Phase::Done => return Poll::Ready(None),
@@ -294,14 +322,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 Phase::Open => {}
             }
             while let Some(event) = self.conn.poll_event() {
-                match event {
-                    Event::Message(message) if !discard => return Poll::Ready(Some(Ok(message))),
-                    Event::Message(_) => {}
+                match &event {
                     Event::Ping(payload) => {
                         self.control_backlog += payload.len() + CONTROL_OVERHEAD;
                     }
                     Event::Close(frame) => debug!(?frame, "peer sent a close frame"),
                     _ => {}
+                }
+                let wanted = match deliver {
+                    Deliver::Messages => matches!(event, Event::Message(_)),
+                    Deliver::Events => true,
+                    Deliver::Nothing => false,
+                };
+                if wanted {
+                    return Poll::Ready(Some(Ok(event)));
                 }
             }
             if let Some(error) = self.pending_error.take() {
@@ -416,7 +450,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         &mut self,
         cx: &mut Context<'_>,
         w: &Wakers,
-    ) -> Poll<Option<Result<Message, Error>>> {
+    ) -> Poll<Option<Result<Event, Error>>> {
         loop {
             let Phase::Finishing { stage, .. } = self.phase else {
                 return Poll::Ready(None);
@@ -685,7 +719,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 return Poll::Pending;
             }
-            if let Some(Err(error)) = ready!(self.poll_recv(cx, w, true)) {
+            if let Some(Err(error)) = ready!(self.poll_recv(cx, w, Deliver::Nothing)) {
                 return Poll::Ready(Err(error));
             }
         }
@@ -719,8 +753,65 @@ fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, cx: &Context<'_>, w: &Wakers)
 #[cfg(test)]
 mod tests {
     use crate::{Role, WebSocket, WebSocketConfig};
-    use duplex_proto::Message;
+    use bytes::Bytes;
+    use duplex_proto::{CloseCode, CloseFrame, Event, Message};
     use std::time::Duration;
+
+    fn pair() -> (
+        WebSocket<tokio::io::DuplexStream>,
+        WebSocket<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 << 10);
+        (
+            WebSocket::from_raw(a, Role::Client, WebSocketConfig::default()),
+            WebSocket::from_raw(b, Role::Server, WebSocketConfig::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn recv_event_reports_pings_pongs_and_close_in_order() {
+        let (mut client, mut server) = pair();
+        client.ping(Bytes::from_static(b"t1")).await.unwrap();
+        client.send(Message::text("after")).await.unwrap();
+        // The server sees the ping (already answered) before the message behind it.
+        let server_task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(event) = server.recv_event().await {
+                seen.push(event.unwrap());
+            }
+            seen
+        });
+        assert_eq!(
+            client.recv_event().await.unwrap().unwrap(),
+            Event::Pong(Bytes::from_static(b"t1"))
+        );
+        client.close(CloseCode::NORMAL, "bye").await.unwrap();
+        let seen = server_task.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                Event::Ping(Bytes::from_static(b"t1")),
+                Event::Message(Message::text("after")),
+                Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, "bye"))),
+            ]
+        );
+        assert!(client.is_closed());
+    }
+
+    #[tokio::test]
+    async fn recv_skips_pongs_that_recv_event_would_report() {
+        let (mut client, mut server) = pair();
+        let server_task = tokio::spawn(async move {
+            while let Some(message) = server.recv().await {
+                server.send(message.unwrap()).await.unwrap();
+            }
+        });
+        client.ping(Bytes::from_static(b"p")).await.unwrap();
+        client.send(Message::text("m")).await.unwrap();
+        assert_eq!(client.recv().await.unwrap().unwrap(), Message::text("m"));
+        client.close(CloseCode::NORMAL, "").await.unwrap();
+        server_task.await.unwrap();
+    }
 
     fn held_bytes<S>(ws: &WebSocket<S>) -> usize {
         let mut inner = ws.shared.lock();

@@ -87,7 +87,7 @@ pub use duplex_proto;
 pub use duplex_proto::connection::PreparedFrame;
 pub use duplex_proto::handshake::ServerUpgrade;
 pub use duplex_proto::{
-    CloseCode, CloseFrame, Config, ConfigError, DeflateConfig, HandshakeError, Message,
+    CloseCode, CloseFrame, Config, ConfigError, DeflateConfig, Event, HandshakeError, Message,
     ProtocolError, Role, SendError, Utf8Bytes,
 };
 pub use http;

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::websocket::{close_with_deadline, WebSocket};
 use bytes::Bytes;
 use duplex_proto::connection::PreparedFrame;
-use duplex_proto::{CloseCode, CloseFrame, Message};
+use duplex_proto::{CloseCode, CloseFrame, Event, Message};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
@@ -63,6 +63,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     /// Cancel safe.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// Receives the next message or control frame (pings, pongs, the peer's close frame);
+    /// see [`WebSocket::recv_event`].
+    ///
+    /// # Errors
+    /// As [`WebSocket::recv`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+        poll_fn(|cx| self.shared.poll_recv_event(cx)).await
     }
 
     /// The peer's close frame, once received.

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::split::{WsReader, WsWriter};
 use bytes::Bytes;
 use duplex_proto::connection::PreparedFrame;
-use duplex_proto::{CloseCode, CloseFrame, Connection, Message, Role};
+use duplex_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
@@ -94,6 +94,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
     }
 
+    /// Receives the next message or control frame: as [`recv`](Self::recv), but also
+    /// returns the peer's pings ([`Event::Ping`], already answered), pongs ([`Event::Pong`],
+    /// for example to time a [`ping`](Self::ping)) and close frame ([`Event::Close`], already
+    /// replied to; keep calling until `None` to finish the close handshake).
+    ///
+    /// Use it instead of `recv`, not beside it: whichever call reads a frame consumes it, and
+    /// `recv` drops control frames.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an event is only taken from the connection when it is returned.
+    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+        poll_fn(|cx| self.shared.poll_recv_event(cx)).await
+    }
+
     /// Sends a message and flushes it (and anything fed before it).
     ///
     /// Waits first while more than [`WebSocketConfig::write_buffer_high_water`] bytes are
@@ -159,8 +176,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         poll_fn(|cx| self.shared.poll_flush(cx)).await
     }
 
-    /// Sends a ping (at most 125 bytes of payload) and flushes it. The pong shows up only as
-    /// activity for [`WebSocketConfig::idle_timeout`].
+    /// Sends a ping (at most 125 bytes of payload) and flushes it. The pong counts as
+    /// activity for [`WebSocketConfig::idle_timeout`]; [`recv_event`](Self::recv_event)
+    /// returns it, [`recv`](Self::recv) does not.
     ///
     /// # Errors
     /// As [`send`](Self::send); [`Error::Send`] for a payload over 125 bytes.
