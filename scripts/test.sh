@@ -6,7 +6,9 @@
 #
 # Steps, in order (default: all of them):
 #   setup            install what is missing: Debian packages (openssl, g++,
-#                    redis-server, tmux, python3-venv, only if absent), the Python packages of
+#                    redis-server, tmux, nginx, haproxy, python3-venv, only if
+#                    absent; nginx and haproxy without starting their services),
+#                    the Python packages of
 #                    scripts/requirements.txt into .venv/, npm ci in interop/,
 #                    cargo-fuzz
 #   fmt              cargo fmt --all -- --check
@@ -18,6 +20,7 @@
 #   autobahn-server  conformance/autobahn/run.sh server
 #   autobahn-client  conformance/autobahn/run.sh client
 #   interop          interop/run.sh
+#   scaleout         scale/run.sh (3 nodes, one Redis, behind nginx and HAProxy)
 #
 # Stops at the first failing step unless --keep-going. Naming steps runs only
 # those (setup is then still run first, as the others need it). Ends with a
@@ -28,7 +31,8 @@
 # already installed): setup 8 s, fmt 1 s, clippy 46 s, test 74 s, release
 # build 136 s, fuzz smoke 184 s, Autobahn server role 325 s, client role
 # 238 s, interop 62 s; 18 min in all (the doc step, added later, takes about
-# 30 s). Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
+# 30 s; scaleout, added later still, about 35 s). Autobahn's 12.x/13.x
+# permessage-deflate cases are most of its time.
 # A machine without cargo-fuzz also pays for `cargo install cargo-fuzz`.
 set -uo pipefail
 
@@ -41,7 +45,7 @@ if [[ "${CI:-}" == true || "${CI:-}" == 1 ]]; then
     export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never
 fi
 
-ALL_STEPS=(setup fmt clippy doc test build fuzz autobahn-server autobahn-client interop)
+ALL_STEPS=(setup fmt clippy doc test build fuzz autobahn-server autobahn-client interop scaleout)
 KEEP_GOING=0
 SELECTED=()
 for arg in "$@"; do
@@ -111,6 +115,21 @@ step_setup() {
     command -v redis-server >/dev/null || missing+=(redis-server) # duplex-hub's Redis broker tests
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
     if ((${#missing[@]})); then apt_install "${missing[@]}" || return 1; fi
+    # The scale-out test's proxies (in /usr/sbin, which a user's PATH may lack),
+    # installed with a policy-rc.d that denies service starts: the test runs its own.
+    missing=()
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+    if ((${#missing[@]})); then
+        local policy="" rc=0
+        if [[ "$(id -u)" == 0 && ! -e /usr/sbin/policy-rc.d ]]; then
+            policy=/usr/sbin/policy-rc.d
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+        fi
+        apt_install "${missing[@]}" || rc=1
+        if [[ -n "$policy" ]]; then rm -f "$policy"; fi
+        ((rc == 0)) || return 1
+    fi
 
     # Python venv with the pinned packages.
     if [[ -e .venv ]] && ! .venv/bin/python -c 'import sys' >/dev/null 2>&1; then
@@ -166,6 +185,7 @@ step_fuzz() {
 step_autobahn-server() { bash conformance/autobahn/run.sh server; }
 step_autobahn-client() { bash conformance/autobahn/run.sh client; }
 step_interop() { bash interop/run.sh; }
+step_scaleout() { bash scale/run.sh; }
 
 describe() {
     case "$1" in
@@ -179,6 +199,7 @@ describe() {
     autobahn-server) echo "conformance/autobahn/run.sh server (kosoku fuzzingclient -> duplex echo)" ;;
     autobahn-client) echo "conformance/autobahn/run.sh client (autobahn_client -> kosoku fuzzingserver)" ;;
     interop) echo "interop/run.sh (Python websockets and Node ws peers)" ;;
+    scaleout) echo "scale/run.sh (3 nodes + Redis behind nginx and HAProxy)" ;;
     esac
 }
 
