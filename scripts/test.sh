@@ -28,11 +28,10 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# already installed): setup 8 s, fmt 1 s, clippy 46 s, test 74 s, release
-# build 136 s, fuzz smoke 184 s, Autobahn server role 325 s, client role
-# 238 s, interop 62 s; 18 min in all (the doc step, added later, takes about
-# 30 s; scaleout, added later still, about 35 s). Autobahn's 12.x/13.x
-# permessage-deflate cases are most of its time.
+# already installed, 2026-11-21): setup 8 s, fmt 1 s, clippy 69 s, doc 15 s,
+# test 155 s, release build 233 s, fuzz smoke 184 s, Autobahn server role
+# 319 s, client role 236 s, interop 70 s, scaleout 34 s; 22 min in all.
+# Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
 # A machine without cargo-fuzz also pays for `cargo install cargo-fuzz`.
 set -uo pipefail
 
