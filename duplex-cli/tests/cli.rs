@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_duplex");
 
 /// A running `duplex echo`; killed if the test fails half-way.
@@ -16,30 +18,13 @@ struct EchoServer {
 
 impl EchoServer {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["echo", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn duplex echo");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_owned());
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("duplex echo printed no ready line");
+            .stdout(Stdio::null());
+        let (child, addr, _) = common::spawn_listening(command, Duration::from_secs(20));
         assert!(
             !addr.ends_with(":0"),
             "ready line shows the bound port: {addr}"

@@ -3,11 +3,13 @@
 //! every test, passed or not.
 
 use duplex::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocket};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_duplex");
 /// Every wait in these tests ends within this.
@@ -35,39 +37,12 @@ struct Hub {
 
 impl Hub {
     fn start(global: &[&str], args: &[&str]) -> Self {
-        let mut child = duplex(global)
+        let mut command = duplex(global);
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn duplex serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + LIMIT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.trim().to_owned();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("duplex serve printed no 'listening on' line");
-                }
-            }
-        };
+            .stdout(Stdio::null());
+        let (child, addr, rx) = common::spawn_listening(command, LIMIT);
         assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"));
         Self {
             child,
