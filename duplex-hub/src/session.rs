@@ -196,6 +196,7 @@ where
                 received = self.ws.recv() => match received {
                     None => return,
                     Some(Err(error)) => {
+                        count_too_big(&self.node, &error);
                         debug!(%error, "duplex.v1 connection ended");
                         return;
                     }
@@ -713,6 +714,17 @@ where
     }
 }
 
+/// Counts a message over `limits.max_message_size` (the engine closed with 1009).
+fn count_too_big(node: &Node, error: &duplex::Error) {
+    use duplex::ProtocolError;
+    if let duplex::Error::Protocol(
+        ProtocolError::MessageTooBig { .. } | ProtocolError::FrameTooBig { .. },
+    ) = error
+    {
+        node.metrics().limit_hit("max_message_size");
+    }
+}
+
 /// The JSON of a presence reply (`stats`: counts only).
 pub(crate) fn presence_json(presence: &crate::broker::PresenceMap, stats: bool) -> Value {
     if stats {
@@ -884,6 +896,7 @@ where
                 let message = match received {
                     None => return None,
                     Some(Err(error)) => {
+                        count_too_big(node, &error);
                         debug!(%error, "room connection ended");
                         return None;
                     }

@@ -382,6 +382,7 @@ async fn limits_have_their_documented_results() {
             "max_subscriptions",
             "max_subscribers",
             "publish_rate",
+            "max_message_size",
         ] {
             assert!(
                 text.contains(&format!("duplex_limit_hits_total{{limit=\"{limit}\"}}")),
