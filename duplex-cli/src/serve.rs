@@ -24,7 +24,7 @@ use tracing::{error, info};
     Precedence: file < DUPLEX__* < the flags above (and their DUPLEX_* variables) < --set.\n  \
     An invalid configuration is refused at start with a message naming the key.\n\n\
     ENDPOINTS:\n  /ws (duplex.v1, docs/protocol.md), /rooms/{room}, /echo, /api/* (docs/http-api.md),\n  \
-    /metrics, /healthz, /readyz, / (demo pages)"
+    /metrics, /healthz, /readyz; pages: / /chat /prices /status /plain, SDK: /duplex.js"
 )]
 pub struct ServeArgs {
     /// TOML configuration file.
@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// (`redis://host[:port][/db]`). [default: in memory, one node]
     #[arg(long, env = "DUPLEX_BROKER", value_name = "URL")]
     broker: Option<String>,
+    /// Publish a simulated price feed on `prices:<SYMBOL>` for the /prices page (turn it on
+    /// for one node only: each node with it publishes its own).
+    #[arg(long, env = "DUPLEX_DEMO_FEED")]
+    demo_feed: bool,
     /// Set any configuration key: KEY=VALUE (a TOML value); may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -152,6 +156,9 @@ impl ServeArgs {
         if let Some(url) = &self.broker {
             put("broker.url", quote(url));
         }
+        if self.demo_feed {
+            put("demo.feed", "true".into());
+        }
         for set in &self.set {
             let (k, v) = set
                 .split_once('=')
@@ -199,6 +206,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node = node.name(),
         tls,
         broker = broker_kind,
+        demo_feed = node.settings().demo.feed,
         "duplex hub ready: {}://{local}/",
         if tls { "https" } else { "http" }
     );

@@ -37,7 +37,13 @@ struct Hub {
 
 impl Hub {
     fn start(global: &[&str], args: &[&str]) -> Self {
+        Self::start_env(global, args, &[])
+    }
+
+    /// `start` with environment variables.
+    fn start_env(global: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = duplex(global);
+        command.envs(env.iter().copied());
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -307,4 +313,88 @@ fn log_format_json_writes_json_lines() {
     let message = value["fields"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("ready"), "{line}");
     assert_eq!(value["fields"]["addr"], hub.addr.as_str(), "{line}");
+}
+
+/// The `ready` log line of a hub started with `--log-format json`.
+fn ready_line(hub: &Hub) -> serde_json::Value {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = hub.stderr.recv_timeout(left).expect("no 'ready' log line");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        if value["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ready"))
+        {
+            return value;
+        }
+    }
+}
+
+#[test]
+fn demo_feed_by_flag_or_variable_and_the_pages_are_served() {
+    let hub = Hub::start(&["--log-format", "json"], &["--demo-feed"]);
+    assert_eq!(ready_line(&hub)["fields"]["demo_feed"], true);
+    for (path, content_type) in [
+        ("/prices", "text/html"),
+        ("/status", "text/html"),
+        ("/duplex.js", "text/javascript"),
+    ] {
+        let (status, response) = hub.get(path);
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains(&format!("content-type: {content_type}")),
+            "{path}: {response}"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (mut ws, _) = ClientBuilder::new(hub.url("/ws"))
+            .protocols(["duplex.v1"])
+            .connect()
+            .await
+            .expect("duplex.v1 client connects");
+        ws.send(Message::text(
+            r#"{"id":1,"cmd":"connect","info":{"name":"cli test"}}"#,
+        ))
+        .await
+        .unwrap();
+        ws.send(Message::text(
+            r#"{"id":2,"cmd":"subscribe","channel":"prices:ETH-USD"}"#,
+        ))
+        .await
+        .unwrap();
+        let mut ticks = 0;
+        while ticks < 3 {
+            let message = recv(&mut ws, "a price tick").await;
+            let v: serde_json::Value = serde_json::from_str(message.as_text().unwrap()).unwrap();
+            assert!(v.get("error").is_none(), "{v}");
+            if v["push"] == "publication" {
+                assert_eq!(v["key"], "ETH-USD", "{v}");
+                assert_eq!(v["data"]["symbol"], "ETH-USD", "{v}");
+                assert!(v["data"]["price"].as_f64().unwrap() > 0.0, "{v}");
+                ticks += 1;
+            }
+        }
+    });
+    drop(hub);
+
+    let hub = Hub::start_env(
+        &["--log-format", "json"],
+        &[],
+        &[("DUPLEX_DEMO_FEED", "true")],
+    );
+    assert_eq!(ready_line(&hub)["fields"]["demo_feed"], true);
+    drop(hub);
+    let hub = Hub::start(&["--log-format", "json"], &[]);
+    assert_eq!(
+        ready_line(&hub)["fields"]["demo_feed"],
+        false,
+        "off by default"
+    );
 }

@@ -22,6 +22,11 @@ use std::time::Duration;
 /// The environment variable prefix of key overrides.
 pub const ENV_PREFIX: &str = "DUPLEX__";
 
+/// The namespace of the hub's own channels (`sys:stats`): always configured (a configuration
+/// without it gets the built-in one), and no client may publish in it, whatever its
+/// `publish` rule or a token's grants say.
+pub const SYS_NAMESPACE: &str = "sys";
+
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -67,11 +72,24 @@ pub struct HubConfig {
     pub auth: AuthConfig,
     /// The broker between nodes: in memory (one node) unless `broker.url` names a Redis.
     pub broker: BrokerConfig,
+    /// The demo pages' simulated data.
+    pub demo: DemoConfig,
     /// Options of channels without a namespace (`news`).
     pub default_namespace: NamespaceConfig,
     /// Options per namespace (`[namespaces.chat]` for `chat:*`). A channel whose namespace is
-    /// not here is refused. Default: `chat`, `prices` and `rooms` (see the docs).
+    /// not here is refused. Default: `chat`, `prices`, `rooms` and `sys` (see the docs);
+    /// [`Settings`] adds the built-in `sys` ([`SYS_NAMESPACE`]) to a map without it.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Publish a simulated price feed on `prices:<SYMBOL>` (about 4 updates per second per
+    /// symbol), for the `/prices` page. Needs the `prices` namespace. Every node with it on
+    /// publishes its own feed, so turn it on for one node only. Default `false`.
+    pub feed: bool,
 }
 
 /// `[tls]`.
@@ -317,6 +335,9 @@ slow_consumer = "conflate"
 
 [namespaces.rooms]
 publish = "anonymous"
+
+[namespaces.sys]
+publish = "grant"
 "#;
 
 fn builtin_table() -> toml::Table {
@@ -349,6 +370,7 @@ impl Default for HubConfig {
             rooms: RoomsConfig::default(),
             auth: AuthConfig::default(),
             broker: BrokerConfig::default(),
+            demo: DemoConfig::default(),
             default_namespace: builtins.default_namespace,
             namespaces: builtins.namespaces,
         }
@@ -407,7 +429,16 @@ impl Settings {
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad key.
-    pub fn new(config: HubConfig) -> Result<Self, ConfigError> {
+    pub fn new(mut config: HubConfig) -> Result<Self, ConfigError> {
+        if !config.namespaces.contains_key(SYS_NAMESPACE) {
+            let mut builtins = Builtins::deserialize(toml::Value::Table(builtin_table()))
+                .expect("the built-in namespaces are valid");
+            let sys = builtins
+                .namespaces
+                .remove(SYS_NAMESPACE)
+                .expect("sys is a built-in namespace");
+            config.namespaces.insert(SYS_NAMESPACE.to_owned(), sys);
+        }
         validate(&config)?;
         let authenticator =
             Authenticator::new(&config.auth).map_err(|e| ConfigError(e.to_string()))?;
@@ -632,6 +663,12 @@ fn validate(c: &HubConfig) -> Result<(), ConfigError> {
         }
     }
     validate_broker(&c.broker)?;
+    if c.demo.feed && !c.namespaces.contains_key("prices") {
+        return Err(ConfigError::at(
+            "demo.feed",
+            "needs the namespace prices (the feed publishes on prices:<SYMBOL>)",
+        ));
+    }
     validate_namespace("default_namespace", &c.default_namespace)?;
     for (name, ns) in &c.namespaces {
         if name.is_empty()
@@ -776,8 +813,51 @@ mod tests {
                 equals: serde_json::json!("player")
             }
         );
-        // A file that names namespaces replaces the built-in ones.
+        // A file that names namespaces replaces the built-in ones, but for sys.
         assert!(s.namespace("chat").is_none());
+        assert_eq!(
+            s.namespace(SYS_NAMESPACE).unwrap().subscribe,
+            Permission::Anonymous
+        );
+        assert!(!s.demo.feed);
+    }
+
+    #[test]
+    fn sys_is_always_there_and_may_be_restricted() {
+        let mut config = HubConfig::default();
+        config.namespaces.clear();
+        let s = Settings::new(config).unwrap();
+        let sys = s.namespace(SYS_NAMESPACE).unwrap();
+        assert_eq!(
+            (&sys.subscribe, sys.presence, sys.has_history()),
+            (&Permission::Anonymous, false, false)
+        );
+        let s = load(
+            "[namespaces.chat]\n[namespaces.sys]\nsubscribe = \"authenticated\"\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.namespace(SYS_NAMESPACE).unwrap().subscribe,
+            Permission::Authenticated
+        );
+    }
+
+    #[test]
+    fn demo_feed() {
+        let s = load("", &[("DUPLEX__DEMO__FEED", "true")], &[]).unwrap();
+        assert!(s.demo.feed);
+        let s = load("[demo]\nfeed = true\n", &[], &[("demo.feed", "false")]).unwrap();
+        assert!(!s.demo.feed);
+        let e = load("[demo]\nfeed = true\n[namespaces.chat]\n", &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("demo.feed:"), "{e}");
+        let e = load("[demo]\nfeed = \"yes\"\n", &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("feed"), "{e}");
     }
 
     #[test]

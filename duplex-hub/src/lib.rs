@@ -9,6 +9,10 @@
 //!   delivered only when the broker hands it back, so every broker behaves the same;
 //! * dialects translate between connections and the node: the `duplex.v1` protocol at
 //!   `/ws` (docs/protocol.md), raw rooms at `/rooms/{room}`, echo at `/echo`;
+//! * every node publishes its figures on `sys:stats` each second ([`stats`]) and, with
+//!   `demo.feed`, a simulated price feed; the demo pages and the JavaScript SDK of the
+//!   repository's `web/` folder are compiled in and served at `/`, `/chat`, `/prices`,
+//!   `/status`, `/plain` and `/duplex.js`;
 //! * JWT authentication ([`auth`]), an Origin allow-list, limits, the HTTP API and
 //!   Prometheus metrics.
 //!
@@ -33,6 +37,7 @@ pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;
+mod demo;
 pub mod metrics;
 pub mod node;
 mod outbox;
@@ -40,6 +45,8 @@ pub mod protocol;
 mod registry;
 mod server;
 mod session;
+pub mod stats;
+mod web;
 
 pub use broker::{Broker, MemoryBroker, Publication, StreamPosition};
 pub use channel::ChannelName;

@@ -20,15 +20,17 @@ pub struct Metrics {
     pub connections_total: Family<Labels, Counter>,
     /// Subscriptions held now (a connection on a channel).
     pub subscriptions: Gauge,
-    /// Messages received from clients.
+    /// Messages received from clients, every dialect (also the `messages_in` of
+    /// `sys:stats`).
     pub messages_in: Counter,
-    /// Messages sent to clients.
+    /// Messages sent to clients, every dialect (also the `messages_out` of `sys:stats`).
     pub messages_out: Counter,
     /// Payload bytes received from clients.
     pub bytes_in: Counter,
     /// Payload bytes sent to clients.
     pub bytes_out: Counter,
-    /// Publications accepted (clients, rooms and the HTTP API).
+    /// Publications accepted from clients, rooms and the HTTP API (not the hub's own:
+    /// `sys:stats`, the demo feed).
     pub publications: Counter,
     /// Publications queued for a subscriber.
     pub deliveries: Counter,

@@ -16,7 +16,7 @@ use crate::session::{Dialect, SessionHandle};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// Close code: the outbound queue overflowed; reconnect and recover.
@@ -50,6 +50,7 @@ pub struct Node {
     connections: AtomicUsize,
     draining: AtomicBool,
     metrics: Metrics,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Node {
@@ -120,6 +121,7 @@ impl Node {
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             metrics: Metrics::new(),
+            started: Instant::now(),
         });
         let handler: Arc<dyn BrokerHandler> = node.clone();
         node.broker.register(Arc::downgrade(&handler));
@@ -163,6 +165,30 @@ impl Node {
         info: Option<ClientInfo>,
         key: Option<&str>,
     ) -> Result<Arc<Publication>, NodeError> {
+        let publication = self.publish_unmetered(channel, data, info, key).await?;
+        self.metrics.publications.inc();
+        Ok(publication)
+    }
+
+    /// Publishes the hub's own data (`sys:stats`, the demo feed) like [`publish`](Self::publish),
+    /// but leaves it out of the `publications` metric, which counts what clients and the
+    /// HTTP API publish.
+    pub(crate) async fn publish_own(
+        &self,
+        channel: &ChannelName,
+        data: Data,
+        key: Option<&str>,
+    ) -> Result<Arc<Publication>, NodeError> {
+        self.publish_unmetered(channel, data, None, key).await
+    }
+
+    async fn publish_unmetered(
+        &self,
+        channel: &ChannelName,
+        data: Data,
+        info: Option<ClientInfo>,
+        key: Option<&str>,
+    ) -> Result<Arc<Publication>, NodeError> {
         let history = self.namespace(channel).and_then(history_options);
         let publication = Publication {
             offset: 0,
@@ -172,12 +198,8 @@ impl Node {
             key: key.map(Arc::from),
             time_us: now_us(),
         };
-        let result = self.broker.publish(channel, publication, history).await;
-        match result {
-            Ok(p) => {
-                self.metrics.publications.inc();
-                Ok(p)
-            }
+        match self.broker.publish(channel, publication, history).await {
+            Ok(p) => Ok(p),
             Err(e) => {
                 self.metrics.broker_errors.inc();
                 warn!(%channel, error = %e, "publish failed");
@@ -345,6 +367,16 @@ impl Node {
     /// Open WebSocket connections.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Channels with at least one subscriber on this node.
+    pub fn local_channel_count(&self) -> usize {
+        self.registry.channel_count()
+    }
+
+    /// Time since this node was created.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Whether a shutdown started.

@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 /// The subprotocol name.
 pub const SUBPROTOCOL: &str = "duplex.v1";
 
+/// The largest `info` a `connect` command may carry, in bytes of compact JSON.
+pub const MAX_CONNECT_INFO: usize = 1024;
+
 /// Error codes of error replies (docs/protocol.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u16);
@@ -63,6 +66,9 @@ pub enum Command {
         name: Option<String>,
         /// Client version.
         version: Option<String>,
+        /// Display data the client chose (a JSON object of at most [`MAX_CONNECT_INFO`]
+        /// bytes), shown in presence and publications unless the token has an `info` claim.
+        info: Option<Value>,
     },
     /// `subscribe`.
     Subscribe {
@@ -125,6 +131,8 @@ struct Fields<'a> {
     token: Option<String>,
     name: Option<String>,
     version: Option<String>,
+    #[serde(borrow)]
+    info: Option<&'a RawValue>,
     recover: Option<StreamPosition>,
     since: Option<StreamPosition>,
     limit: Option<usize>,
@@ -198,6 +206,7 @@ pub fn parse(message: &Message) -> Result<(u64, Result<Command, ReplyError>), Ba
                 token: fields.token,
                 name: fields.name,
                 version: fields.version,
+                info: fields.info.map(connect_info).transpose()?,
             },
             "subscribe" => Command::Subscribe {
                 channel: channel(fields.channel)?,
@@ -241,6 +250,27 @@ pub fn parse(message: &Message) -> Result<(u64, Result<Command, ReplyError>), Ba
         })
     })();
     Ok((id, command))
+}
+
+/// Checks a `connect` command's `info`: a JSON object of at most [`MAX_CONNECT_INFO`] bytes
+/// once written compactly (the form others see it in).
+fn connect_info(raw: &RawValue) -> Result<Value, ReplyError> {
+    let value: Value = serde_json::from_str(raw.get())
+        .map_err(|e| ReplyError::new(ErrorCode::BAD_REQUEST, format!("info: {e}")))?;
+    if !value.is_object() {
+        return Err(ReplyError::new(
+            ErrorCode::BAD_REQUEST,
+            "info must be a JSON object",
+        ));
+    }
+    let size = value.to_string().len();
+    if size > MAX_CONNECT_INFO {
+        return Err(ReplyError::new(
+            ErrorCode::BAD_REQUEST,
+            format!("info is {size} bytes; at most {MAX_CONNECT_INFO}"),
+        ));
+    }
+    Ok(value)
 }
 
 fn text(value: &Value) -> Message {
@@ -405,7 +435,8 @@ mod tests {
                 Ok(Command::Connect {
                     token: Some("t".into()),
                     name: None,
-                    version: None
+                    version: None,
+                    info: None
                 })
             )
         );
@@ -429,6 +460,35 @@ mod tests {
             cmd(r#"{"id":4,"cmd":"ping"}"#).unwrap(),
             (4, Ok(Command::Ping))
         );
+    }
+
+    #[test]
+    fn connect_info_is_a_small_object() {
+        let (_, c) = cmd(r#"{"id":1,"cmd":"connect","info":{"name": "Ann"}}"#).unwrap();
+        assert!(
+            matches!(c.unwrap(), Command::Connect { info: Some(info), .. } if info == json!({"name": "Ann"}))
+        );
+        let (_, c) = cmd(r#"{"id":1,"cmd":"connect","info":null}"#).unwrap();
+        assert!(matches!(c.unwrap(), Command::Connect { info: None, .. }));
+        for bad in [r#""Ann""#, "[1]", "3"] {
+            let (id, c) = cmd(&format!(r#"{{"id":2,"cmd":"connect","info":{bad}}}"#)).unwrap();
+            assert_eq!(
+                (id, c.unwrap_err().code),
+                (2, ErrorCode::BAD_REQUEST),
+                "{bad}"
+            );
+        }
+        // The limit counts compact JSON: 1024 bytes pass, 1025 do not, whatever the spacing.
+        let fits = format!(r#"{{"n":"{}"}}"#, "a".repeat(MAX_CONNECT_INFO - 8));
+        assert_eq!(fits.len(), MAX_CONNECT_INFO);
+        let spaced = fits.replace(':', " :   ");
+        let (_, c) = cmd(&format!(r#"{{"id":3,"cmd":"connect","info":{spaced}}}"#)).unwrap();
+        assert!(c.is_ok());
+        let over = format!(r#"{{"n":"{}"}}"#, "a".repeat(MAX_CONNECT_INFO - 7));
+        let (_, c) = cmd(&format!(r#"{{"id":4,"cmd":"connect","info":{over}}}"#)).unwrap();
+        let e = c.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BAD_REQUEST);
+        assert!(e.message.contains("1025"), "{}", e.message);
     }
 
     #[test]

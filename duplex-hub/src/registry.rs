@@ -74,6 +74,14 @@ impl Registry {
         self.shard(channel).get(channel).map_or(0, HashMap::len)
     }
 
+    /// Channels with at least one local subscriber (an empty channel is removed at once).
+    pub(crate) fn channel_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
     /// Calls `f` for each local subscriber of `channel`, under the shard lock: `f` must not
     /// block.
     pub(crate) fn for_each(&self, channel: &ChannelName, mut f: impl FnMut(&Arc<SessionHandle>)) {

@@ -10,7 +10,7 @@ use crate::protocol::SUBPROTOCOL;
 use crate::session::{self, Opening};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Request, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use duplex::axum::{WebSocketRejection, WebSocketUpgrade};
@@ -281,16 +281,13 @@ async fn echo(State(state): State<AppState>, upgrade: Upgrade) -> Response {
         .on_upgrade(move |ws| session::run_echo(node, ws, guard))
 }
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
-}
-
 /// The documentation the index page links to, compiled in so it matches this build.
 async fn doc_page(Path(page): Path<String>) -> Response {
     let text = match page.as_str() {
         "protocol.md" => include_str!("../../docs/protocol.md"),
         "http-api.md" => include_str!("../../docs/http-api.md"),
         "configuration.md" => include_str!("../../docs/configuration.md"),
+        "deploy.md" => include_str!("../../docs/deploy.md"),
         _ => return refuse(StatusCode::NOT_FOUND, format!("no document {page:?}")),
     };
     let mut response = text.into_response();
@@ -328,7 +325,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub fn router(node: Arc<Node>, tls: bool) -> Router {
     let state = AppState { node, tls };
     Router::new()
-        .route("/", get(index))
+        .merge(crate::web::routes())
         .route("/ws", get(ws_v1))
         .route("/rooms/{room}", get(room))
         .route("/echo", get(echo))
@@ -361,7 +358,15 @@ pub async fn serve(
     };
     let app = router(node.clone(), acceptor.is_some());
     let handshake_timeout = Duration::from_secs(settings.limits.handshake_timeout_secs);
-    let sweeper = tokio::spawn(sweep(node.clone()));
+    let mut tasks = vec![
+        tokio::spawn(sweep(node.clone())),
+        tokio::spawn(crate::stats::run(node.clone())),
+    ];
+    if settings.demo.feed {
+        tasks.push(tokio::spawn(crate::demo::run(node.clone())));
+    }
+    // Stopped when serving ends, or when this future is dropped.
+    let background = Background(tasks);
     tokio::pin!(shutdown);
     let timeout = Duration::from_secs(settings.shutdown.timeout_secs);
     let drain = Duration::from_secs(settings.shutdown.drain_secs);
@@ -441,7 +446,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    sweeper.abort();
+    drop(background);
     let left = node.connection_count();
     if left > 0 {
         warn!(
@@ -452,6 +457,17 @@ pub async fn serve(
         info!("every connection closed");
     }
     Ok(())
+}
+
+/// The node's background tasks (broker sweeps, `sys:stats`, the demo feed): aborted on drop.
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 async fn sweep(node: Arc<Node>) {

@@ -4,6 +4,7 @@
 use crate::auth::{AuthError, Identity};
 use crate::broker::{BrokerError, ChannelEvent, ClientInfo, Data, HistoryQuery, StreamPosition};
 use crate::channel::ChannelName;
+use crate::config::SYS_NAMESPACE;
 use crate::node::{
     permitted, ConnectionGuard, Node, NodeError, CLOSE_BAD_REQUEST, CLOSE_RATE_LIMIT,
     CLOSE_SERVER_ERROR, CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED,
@@ -296,11 +297,24 @@ where
                 return Flow::Close(CLOSE_BAD_REQUEST, truncate(&bad.to_string()));
             }
         };
-        if !self.connected && !matches!(command, Ok(Command::Connect { .. })) {
-            return Flow::Close(
-                CLOSE_BAD_REQUEST,
-                "the first command must be connect".into(),
-            );
+        if !self.connected {
+            match &command {
+                Ok(Command::Connect { .. }) => {}
+                Ok(_) => {
+                    return Flow::Close(
+                        CLOSE_BAD_REQUEST,
+                        "the first command must be connect".into(),
+                    )
+                }
+                Err(error) => {
+                    // A connect with a bad field (or a first command that is not one): answer
+                    // why, then close as for any bad first command.
+                    if let Flow::Close(c, r) = self.send(protocol::error_reply(id, error)).await {
+                        return Flow::Close(c, r);
+                    }
+                    return Flow::Close(CLOSE_BAD_REQUEST, truncate(&error.message));
+                }
+            }
         }
         let command = match command {
             Ok(command) => command,
@@ -315,7 +329,7 @@ where
             return self.send(protocol::error_reply(id, &error)).await;
         }
         let outcome = match command {
-            Command::Connect { token, .. } => return self.connect(id, token).await,
+            Command::Connect { token, info, .. } => return self.connect(id, token, info).await,
             Command::Subscribe { channel, recover } => self.subscribe(id, &channel, recover).await,
             Command::Unsubscribe { channel } => self.unsubscribe(&channel).await.map(Reply::Json),
             Command::Publish { channel, data, key } => {
@@ -344,7 +358,8 @@ where
         self.send(message).await
     }
 
-    async fn connect(&mut self, id: u64, token: Option<String>) -> Flow {
+    /// `info` is the client's own display data, used when the token has no `info` claim.
+    async fn connect(&mut self, id: u64, token: Option<String>, info: Option<Value>) -> Flow {
         if self.connected {
             return self
                 .send(protocol::error_reply(
@@ -374,10 +389,12 @@ where
                 .as_ref()
                 .map_or("", |i| i.user.as_str())
                 .into(),
+            // The token's claim wins: it is verified, the client's own is not.
             info: self
                 .identity
                 .as_ref()
                 .and_then(|i| i.info.clone())
+                .or(info)
                 .map(Arc::new),
         };
         let _ = self.handle.info.set(info.clone());
@@ -629,6 +646,13 @@ where
         key: Option<String>,
     ) -> Result<Value, ReplyError> {
         let channel = self.channel(name)?;
+        if channel.namespace() == SYS_NAMESPACE {
+            // Whatever the namespace's rule or the token's grants: these are the hub's own.
+            return Err(ReplyError::new(
+                ErrorCode::PERMISSION_DENIED,
+                format!("permission denied: only the hub publishes to {channel}"),
+            ));
+        }
         let ns = self.node.namespace(&channel).expect("checked");
         let identity = self.identity.as_ref();
         let granted = identity.is_some_and(|i| i.may_publish(channel.as_str()));
