@@ -141,7 +141,8 @@ pub(crate) async fn run(node: Arc<Node>) {
             .min_by_key(|q| q.due)
             .expect("the feed has symbols");
         tokio::time::sleep_until(quote.due).await;
-        quote.due += next_gap(uniform());
+        // Never fall behind for good: a slow broker delays ticks, it does not queue them.
+        quote.due = quote.due.max(Instant::now()) + next_gap(uniform());
         let price = next_price(&quote.instrument, quote.price, uniform());
         let change = round_to(price - quote.price, quote.instrument.decimals);
         quote.price = price;
