@@ -2,6 +2,7 @@
 
 use crate::echo::Signals;
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use duplex_hub::broker::{Broker, RedisBroker};
 use duplex_hub::config::quote;
@@ -80,7 +81,7 @@ pub struct ServeArgs {
     )]
     tls_key: Option<PathBuf>,
     /// Turn permessage-deflate off.
-    #[arg(long, env = "DUPLEX_NO_COMPRESSION")]
+    #[arg(long, env = "DUPLEX_NO_COMPRESSION", value_parser = BoolishValueParser::new())]
     no_compression: bool,
     /// This node's name in logs and the connect reply. [default: random]
     #[arg(long, env = "DUPLEX_NODE_NAME", value_name = "NAME")]
@@ -91,7 +92,7 @@ pub struct ServeArgs {
     broker: Option<String>,
     /// Publish a simulated price feed on `prices:<SYMBOL>` for the /prices page (turn it on
     /// for one node only: each node with it publishes its own).
-    #[arg(long, env = "DUPLEX_DEMO_FEED")]
+    #[arg(long, env = "DUPLEX_DEMO_FEED", value_parser = BoolishValueParser::new())]
     demo_feed: bool,
     /// Set any configuration key: KEY=VALUE (a TOML value); may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE")]

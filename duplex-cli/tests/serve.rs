@@ -384,13 +384,16 @@ fn demo_feed_by_flag_or_variable_and_the_pages_are_served() {
     });
     drop(hub);
 
-    let hub = Hub::start_env(
-        &["--log-format", "json"],
-        &[],
-        &[("DUPLEX_DEMO_FEED", "true")],
-    );
-    assert_eq!(ready_line(&hub)["fields"]["demo_feed"], true);
-    drop(hub);
+    // The variable takes the usual spellings of a boolean, not only `true`/`false`.
+    for (value, on) in [("true", true), ("1", true), ("yes", true), ("0", false)] {
+        let hub = Hub::start_env(
+            &["--log-format", "json"],
+            &[],
+            &[("DUPLEX_DEMO_FEED", value)],
+        );
+        assert_eq!(ready_line(&hub)["fields"]["demo_feed"], on, "{value}");
+        drop(hub);
+    }
     let hub = Hub::start(&["--log-format", "json"], &[]);
     assert_eq!(
         ready_line(&hub)["fields"]["demo_feed"],
