@@ -5,7 +5,10 @@
 export declare const PROTOCOL: "duplex.v1";
 /** Close code the SDK uses when it drops a connection it will retry (dead, timed out). */
 export declare const CLOSE_RETRY: 3000;
-/** Close code the SDK uses when it gives up after a connect error retrying cannot fix. */
+/**
+ * Close code the SDK uses when it gives up after a connect error retrying cannot fix; like
+ * every code in 3500-3999 it is final (no reconnect).
+ */
 export declare const CLOSE_GIVE_UP: 3500;
 
 /** What the client is doing; "reconnecting" means waiting for the next attempt. */
@@ -17,8 +20,8 @@ export type SubscriptionState = "subscribing" | "subscribed" | "unsubscribed";
 /**
  * A hub error code (number, docs/protocol.md section 7), or one of the SDK's: "timeout" (no
  * reply in time), "disconnected" (the connection closed before the reply), "transport" (the
- * WebSocket failed or could not be created), "token" (the token function threw or
- * rejected), "bad_frame" (an unreadable frame from the server).
+ * WebSocket failed or could not be created), "token" (the token function threw, rejected
+ * or did not settle within `timeout`), "bad_frame" (an unreadable frame from the server).
  */
 export type DuplexErrorCode =
   number | "timeout" | "disconnected" | "transport" | "token" | "bad_frame";
@@ -47,7 +50,10 @@ export interface WebSocketConstructor {
 }
 
 export interface DuplexClientOptions {
-  /** A JWT, or a function giving one, called before every connection attempt. */
+  /**
+   * A JWT, or a function giving one, called before every connection attempt. Only a function
+   * can replace an expired token: with a string (or none), close 4003 is final.
+   */
   token?: string | (() => string | Promise<string>);
   /** Display data shown in presence and publication `info` (unverified; a token's wins). */
   info?: Record<string, unknown>;
@@ -59,8 +65,16 @@ export interface DuplexClientOptions {
   minReconnectDelay?: number;
   /** Cap of the reconnect backoff, ms. Default 20000. */
   maxReconnectDelay?: number;
-  /** How long a command waits for its reply (and a connection to open), ms. Default 10000. */
+  /**
+   * How long a command waits for its reply, and a connection attempt (the token function
+   * included) for its connect reply, ms. Default 10000.
+   */
   timeout?: number;
+  /**
+   * How long a connection must stay connected before the reconnect backoff starts over at
+   * attempt 0, ms. Default 5000.
+   */
+  stableAfter?: number;
   /** The WebSocket class. Default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
   /** Source of the backoff jitter, in [0, 1). Default `Math.random`. */
@@ -263,7 +277,8 @@ export declare class DuplexClient extends EventTarget {
   /**
    * @param url "ws[s]://host/ws"; null or omitted: derived from the page's location.
    * @throws TypeError without a URL outside a page, or without a WebSocket implementation.
-   * @throws RangeError unless 0 < minReconnectDelay <= maxReconnectDelay.
+   * @throws RangeError unless 0 < minReconnectDelay <= maxReconnectDelay, stableAfter >= 0
+   *   and timeout > 0.
    */
   constructor(url?: string | null, options?: DuplexClientOptions);
   readonly state: ConnectionState;
@@ -277,7 +292,8 @@ export declare class DuplexClient extends EventTarget {
   /** Starts connecting; does nothing when already started. */
   connect(): void;
   /**
-   * Closes and stops reconnecting until `connect()`; pending commands reject.
+   * Closes and stops reconnecting until `connect()`; pending commands reject. A reason over
+   * 123 bytes of UTF-8 is cut at a character boundary.
    * @throws RangeError unless code is 1000 or in 3000-4999.
    */
   disconnect(code?: number, reason?: string): void;
@@ -330,7 +346,10 @@ export declare function backoff(
   random?: () => number,
 ): number;
 
-/** Whether a connection closed with `code` may be retried (docs/protocol.md section 5). */
+/**
+ * Whether a connection closed with `code` may be retried (docs/protocol.md section 5): false
+ * for 1002, 1003, 1007-1010, 3500-3999 and 4500-4999.
+ */
 export declare function mayReconnect(code: number): boolean;
 
 /** A binary frame: u32 big-endian header length, the JSON header, the payload. */

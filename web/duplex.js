@@ -13,6 +13,7 @@ const DEFAULTS = {
   minReconnectDelay: 500,
   maxReconnectDelay: 20000,
   timeout: 10000,
+  stableAfter: 5000,
   random: Math.random,
   debug: false,
 };
@@ -28,6 +29,11 @@ const TEMPORARY_ERRORS = new Set([100, 111]);
 
 const UNAUTHORIZED = 101;
 const TOKEN_EXPIRED = 109;
+/** The server's close code for an expired token. */
+const CLOSE_TOKEN_EXPIRED = 4003;
+
+/** The most bytes of UTF-8 a WebSocket close reason may have (RFC 6455 section 5.5). */
+const MAX_CLOSE_REASON = 123;
 
 // Hooks the client calls on its subscriptions; symbols keep them out of the public API.
 const SUBSCRIBED = Symbol("subscribed");
@@ -110,6 +116,26 @@ export function decodeBinaryFrame(frame) {
   }
   const header = parseObject(new TextDecoder().decode(bytes.subarray(4, 4 + length)));
   return { ...header, data: bytes.subarray(4 + length) };
+}
+
+/**
+ * `reason` cut to at most 123 bytes of UTF-8 at a character boundary: a longer reason makes
+ * `WebSocket.close` throw.
+ * @param {string} reason
+ * @returns {string}
+ */
+function closeReason(reason) {
+  const text = String(reason);
+  let bytes = 0;
+  let end = 0;
+  for (const char of text) {
+    const point = char.codePointAt(0);
+    // A lone surrogate is sent as U+FFFD: 3 bytes.
+    bytes += point < 0x80 ? 1 : point < 0x800 ? 2 : point < 0x10000 ? 3 : 4;
+    if (bytes > MAX_CLOSE_REASON) return text.slice(0, end);
+    end += char.length;
+  }
+  return text;
 }
 
 /** @param {ArrayBuffer|ArrayBufferView} data */
@@ -281,7 +307,11 @@ export class Subscription extends EventTarget {
     return { offset: this.#offset, epoch: this.#epoch };
   }
 
-  /** Handles the subscribe reply: recovered publications first, then the new position. */
+  /**
+   * Handles the subscribe reply: recovered publications first, then the new position. A
+   * handler that unsubscribes or disconnects stops it; the position stays at the last
+   * publication delivered, so a later resubscribe recovers the rest.
+   */
   [SUBSCRIBED](result, wasRecovering) {
     this.#state = "subscribed";
     this.#recoverable = result.recoverable === true;
@@ -294,7 +324,11 @@ export class Subscription extends EventTarget {
       offset: result.offset,
       publications: missed.length,
     });
-    for (const raw of missed) this[PUBLICATION](raw);
+    for (const raw of missed) {
+      if (this.#state !== "subscribed") return;
+      this[PUBLICATION](raw);
+    }
+    if (this.#state !== "subscribed") return;
     if (result.epoch !== undefined) {
       this.#epoch = result.epoch;
       this.#offset = result.offset;
@@ -330,8 +364,9 @@ export class Subscription extends EventTarget {
 
   /** The server refused the subscription for good. */
   [FAILED](error) {
-    emit(this, "error", { error });
+    // Unsubscribed before the "error" event, so that its handler's unsubscribe() is a no-op.
     this.#state = "unsubscribed";
+    emit(this, "error", { error });
     emit(this, "unsubscribed");
   }
 }
@@ -371,7 +406,7 @@ export class DuplexClient extends EventTarget {
   #generation = 0;
   #attempt = 0;
   #socket = null;
-  #timers = { reconnect: null, connect: null, watchdog: null };
+  #timers = { reconnect: null, connect: null, watchdog: null, stable: null };
   #lastSeen = 0;
 
   #lastId = 0;
@@ -397,6 +432,8 @@ export class DuplexClient extends EventTarget {
     if (!(min > 0 && max >= min)) {
       throw new RangeError("need 0 < minReconnectDelay <= maxReconnectDelay");
     }
+    if (!(this.#options.stableAfter >= 0)) throw new RangeError("need stableAfter >= 0");
+    if (!(this.#options.timeout > 0)) throw new RangeError("need timeout > 0");
     this.#url = url ?? defaultUrl();
   }
 
@@ -437,7 +474,7 @@ export class DuplexClient extends EventTarget {
    * Closes the connection and stops reconnecting, until `connect()` is called again.
    * Commands awaiting a reply reject with "disconnected".
    * @param {number} [code] 1000 or 3000-4999
-   * @param {string} [reason]
+   * @param {string} [reason] cut to 123 bytes of UTF-8
    */
   disconnect(code = 1000, reason = "") {
     if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
@@ -528,13 +565,21 @@ export class DuplexClient extends EventTarget {
     const generation = ++this.#generation;
     this.#retryAllowed = true;
     this.#reconnectAt = null;
+    // The attempt's deadline covers the token function too, which might never settle.
+    clearTimeout(this.#timers.connect);
+    this.#timers.connect = setTimeout(() => {
+      if (generation === this.#generation) this.#onConnectTimeout();
+    }, this.#options.timeout);
     this.#setState("connecting");
+    if (generation !== this.#generation) return; // a "state" handler stopped or restarted
     let token;
     try {
       token = await this.#token();
     } catch (cause) {
       if (generation !== this.#generation) return;
+      clearTimeout(this.#timers.connect);
       this.#emitError(new DuplexError("token", `the token function failed: ${cause}`, { cause }));
+      if (generation !== this.#generation) return; // an "error" handler stopped or restarted
       this.#scheduleReconnect();
       return;
     }
@@ -546,13 +591,30 @@ export class DuplexClient extends EventTarget {
     return typeof token === "function" ? token() : token;
   }
 
+  /** No connect reply (or no token) within `timeout` of the attempt's start. */
+  #onConnectTimeout() {
+    if (this.#socket) {
+      this.#abandon(CLOSE_RETRY, "connect timeout");
+      return;
+    }
+    // Still waiting for the token function: whatever it gives later is for a dead attempt.
+    const generation = ++this.#generation;
+    const { timeout } = this.#options;
+    this.#emitError(
+      new DuplexError("token", `the token function did not settle within ${timeout} ms`),
+    );
+    if (generation === this.#generation) this.#scheduleReconnect();
+  }
+
   #dial(token) {
     let socket;
     try {
       socket = new this.#options.WebSocket(this.#url, PROTOCOL);
     } catch (cause) {
+      const generation = this.#generation;
       const message = `cannot open ${this.#url}: ${cause}`;
       this.#emitError(new DuplexError("transport", message, { cause }));
+      if (generation !== this.#generation) return;
       this.#wanted = false;
       this.#halt();
       return;
@@ -564,10 +626,6 @@ export class DuplexClient extends EventTarget {
     socket.onerror = () => this.#emitError(new DuplexError("transport", "WebSocket error"));
     socket.onclose = (event) => this.#onClosed(event.code, event.reason, event.wasClean);
     this.#socket = socket;
-    this.#timers.connect = setTimeout(
-      () => this.#abandon(CLOSE_RETRY, "connect timeout"),
-      this.#options.timeout,
-    );
   }
 
   #sendConnect(token) {
@@ -585,7 +643,11 @@ export class DuplexClient extends EventTarget {
 
   #onConnected(result) {
     clearTimeout(this.#timers.connect);
-    this.#attempt = 0;
+    // The backoff starts over only once the connection has lasted: a server that accepts and
+    // closes at once (4001, 4004) keeps getting longer waits.
+    this.#timers.stable = setTimeout(() => {
+      this.#attempt = 0;
+    }, this.#options.stableAfter);
     this.#clientId = result.client;
     this.#user = result.user;
     this.#node = result.node;
@@ -593,34 +655,53 @@ export class DuplexClient extends EventTarget {
     for (const sub of this.#subs.values()) this.#sendSubscribe(sub);
     for (const entry of this.#pending.values()) if (!entry.sent) this.#transmit(entry);
     this.#watch(result.ping);
+    const generation = this.#generation;
     this.#announce();
+    if (generation !== this.#generation) return; // a "state" handler disconnected
     emit(this, "open", { clientId: result.client, user: result.user, node: result.node });
   }
 
   #onConnectRefused(error) {
     if (error.code === "disconnected") return;
     clearTimeout(this.#timers.connect);
-    this.#emitError(error);
-    if (error.code === UNAUTHORIZED) return; // the server closes with 4501
     if (error.code === TOKEN_EXPIRED) {
       // The server closes with 4003; only a token function can give a fresh token.
       this.#retryAllowed = typeof this.#options.token === "function";
-      return;
     }
+    const generation = this.#generation;
+    this.#emitError(error);
+    if (generation !== this.#generation) return; // an "error" handler disconnected
+    // 101: the server closes with 4501; 109: with 4003.
+    if (error.code === UNAUTHORIZED || error.code === TOKEN_EXPIRED) return;
     const retry = TEMPORARY_ERRORS.has(error.code);
     this.#abandon(retry ? CLOSE_RETRY : CLOSE_GIVE_UP, error.message);
   }
 
-  /** Closes the socket without waiting for the close handshake, and handles the closure. */
+  /**
+   * Closes the socket without waiting for the close handshake, and handles the closure.
+   * Does nothing without a socket (an event handler already closed it).
+   */
   #abandon(code, reason, wasClean = false) {
     const socket = this.#socket;
+    if (!socket) return;
     this.#detach(socket);
-    try {
-      socket.close(code, reason);
-    } catch (error) {
-      this.#log("close failed", error);
+    const sent = closeReason(reason);
+    // Should close() still refuse the reason (or the code), a socket left open would be a
+    // second live connection once the client reconnects.
+    const attempts = [
+      () => socket.close(code, sent),
+      () => socket.close(code),
+      () => socket.close(),
+    ];
+    for (const attempt of attempts) {
+      try {
+        attempt();
+        break;
+      } catch (error) {
+        this.#log("close failed", error);
+      }
     }
-    this.#onClosed(code, reason, wasClean);
+    this.#onClosed(code, sent, wasClean);
   }
 
   #detach(socket) {
@@ -630,20 +711,29 @@ export class DuplexClient extends EventTarget {
 
   #onClosed(code, reason, wasClean) {
     this.#log("closed", code, reason);
-    this.#detach(this.#socket);
+    if (this.#socket) this.#detach(this.#socket);
     this.#socket = null;
     clearTimeout(this.#timers.connect);
     clearTimeout(this.#timers.watchdog);
+    clearTimeout(this.#timers.stable);
     this.#clearRetries();
     this.#failPending((entry) => entry.sent);
     for (const sub of this.#subs.values()) sub[RESET]();
-    const reconnect = this.#wanted && this.#retryAllowed && mayReconnect(code);
+    // An expired token string stays expired: only a token function can help.
+    const expired = code === CLOSE_TOKEN_EXPIRED && typeof this.#options.token !== "function";
+    let reconnect = this.#wanted && this.#retryAllowed && !expired && mayReconnect(code);
     let delay = null;
+    const generation = this.#generation;
     if (reconnect) {
       delay = this.#scheduleReconnect();
     } else {
       this.#wanted = false;
       this.#halt();
+    }
+    if (reconnect && generation !== this.#generation) {
+      // A "state" handler called disconnect() (and maybe connect()): no reconnect of ours.
+      reconnect = false;
+      delay = null;
     }
     emit(this, "close", { code, reason, wasClean, reconnect, delay });
   }
@@ -661,6 +751,8 @@ export class DuplexClient extends EventTarget {
   #halt() {
     this.#generation++;
     clearTimeout(this.#timers.reconnect);
+    clearTimeout(this.#timers.connect);
+    clearTimeout(this.#timers.stable);
     this.#reconnectAt = null;
     this.#failPending(() => true);
     this.#setState("disconnected");

@@ -125,8 +125,7 @@ function start(name) {
 }
 
 function stop() {
-  if (sub) sub.unsubscribe();
-  sub = null;
+  leaveRoom();
   if (client) client.disconnect();
   client = null;
 }
@@ -187,8 +186,15 @@ ui.newRoom.addEventListener("input", () => {
   ui.roomError.hidden = true;
 });
 
+/** Leaves the current room's channel; `sub` is cleared first so its handlers stay quiet. */
+function leaveRoom() {
+  const old = sub;
+  sub = null;
+  if (old) old.unsubscribe();
+}
+
 function joinRoom(name) {
-  if (sub) sub.unsubscribe();
+  leaveRoom();
   room = name;
   save(ROOM_KEY, room);
   if (!rooms.includes(room)) rooms.push(room);
@@ -205,7 +211,10 @@ function joinRoom(name) {
   const s = client.subscribe(`chat:${room}`);
   sub = s;
   let loaded = false;
+  /** The latest refusal; the SDK retries temporary ones (100, 111) by itself. */
+  let refusal = null;
   s.addEventListener("subscribed", () => {
+    refusal = null;
     if (sub !== s) return;
     if (!loaded) {
       loaded = true;
@@ -239,9 +248,12 @@ function joinRoom(name) {
     scheduleMembersRefresh(s);
   });
   s.addEventListener("error", (event) => {
-    if (sub !== s) return;
-    const error = event.error || {};
-    notice(`Could not join #${room}: ${error.message || error.code || "error"}`, "error");
+    refusal = event.error || {};
+  });
+  s.addEventListener("unsubscribed", () => {
+    // Only a refusal the SDK gave up on ends the subscription; leaving the room clears `sub`.
+    if (sub !== s || !refusal) return;
+    notice(`Could not join #${room}: ${refusal.message || refusal.code || "error"}`, "error");
   });
 }
 
@@ -278,7 +290,15 @@ async function loadHistory(s) {
   }
 }
 
+/**
+ * The author's name: the publisher's connection info as the hub attached it (token `info`
+ * claim, else connect `info`) wins over the `nick` in the data, which any publisher picks;
+ * publications from the HTTP API have no connection info, so there the data's nick counts.
+ */
 function nickOf(pub) {
+  const info = pub.info && pub.info.info;
+  const attested = info && typeof info.name === "string" ? cleanNick(info.name) : "";
+  if (attested) return attested;
   const data = pub.data;
   if (data && typeof data === "object" && typeof data.nick === "string" && data.nick.trim()) {
     return cleanNick(data.nick);

@@ -34,6 +34,8 @@ function setup(t, options = {}) {
       this.binaryType = "blob";
       this.sent = [];
       this.closed = null;
+      /** How many close() calls throw before one works. */
+      this.refuseClose = 0;
       sockets.push(this);
     }
 
@@ -43,6 +45,14 @@ function setup(t, options = {}) {
     }
 
     close(code, reason) {
+      // Like browsers and `ws`: a reason over 123 bytes of UTF-8 is refused.
+      if (reason !== undefined && new TextEncoder().encode(reason).length > 123) {
+        throw new SyntaxError("the close reason is longer than 123 bytes");
+      }
+      if (this.refuseClose > 0) {
+        this.refuseClose -= 1;
+        throw new Error("close refused");
+      }
       this.closed = { code, reason };
       this.readyState = 3;
     }
@@ -149,7 +159,8 @@ describe("backoff", () => {
     for (const code of [1000, 1001, 1006, 1011, 3000, 4000, 4001, 4002, 4003, 4004, 4499]) {
       assert.equal(mayReconnect(code), true, `code ${code}`);
     }
-    for (const code of [1002, 1003, 1007, 1008, 1009, 1010, 3500, 4500, 4501, 4502, 4999]) {
+    const final = [1002, 1003, 1007, 1008, 1009, 1010, 3500, 3750, 3999, 4500, 4501, 4502, 4999];
+    for (const code of final) {
       assert.equal(mayReconnect(code), false, `code ${code}`);
     }
   });
@@ -181,7 +192,7 @@ describe("backoff", () => {
     );
   });
 
-  test("the delay starts over after a connection reached connected", async (t) => {
+  test("the delay starts over once a connection stayed connected for 5 s", async (t) => {
     const h = setup(t, { minReconnectDelay: 100, maxReconnectDelay: 10000 });
     h.client.connect();
     await flush();
@@ -189,9 +200,41 @@ describe("backoff", () => {
     (await h.redial(50)).drop(1006); // attempt 1: 100 ms
     (await h.redial(100)).drop(1006); // attempt 2: 200 ms
     (await h.redial(200)).accept();
-    h.socket().drop(1001);
+    h.tick(4999);
+    h.socket().drop(1001); // connected, but not for long: attempt 3, 400 ms
+    (await h.redial(400)).accept();
+    h.tick(5000);
+    h.socket().drop(1001); // stable: attempt 0 again
     const delays = ofType(h.events, "close").map((e) => e.delay);
-    assert.deepEqual(delays, [50, 100, 200, 50]);
+    assert.deepEqual(delays, [50, 100, 200, 400, 50]);
+  });
+
+  test("a server that accepts and closes at once gets ever longer waits", async (t) => {
+    const h = setup(t, { minReconnectDelay: 100, maxReconnectDelay: 1000, random: () => 1 });
+    await online(h);
+    for (const code of [4004, 4001, 4004, 4004, 4004]) {
+      h.socket().drop(code);
+      (await h.redial(ofType(h.events, "close").at(-1).delay)).accept();
+    }
+    const delays = ofType(h.events, "close").map((e) => e.delay);
+    assert.deepEqual(delays, [100, 200, 400, 800, 1000]);
+  });
+
+  test("stableAfter sets how long a connection must last to reset the backoff", async (t) => {
+    const h = setup(t, { minReconnectDelay: 100, stableAfter: 100 });
+    await online(h);
+    h.socket().drop(1006); // attempt 0: 50 ms
+    (await h.redial(50)).accept();
+    h.tick(99);
+    h.socket().drop(1006); // attempt 1: 100 ms
+    (await h.redial(100)).accept();
+    h.tick(100);
+    h.socket().drop(1006); // attempt 0 again
+    const delays = ofType(h.events, "close").map((e) => e.delay);
+    assert.deepEqual(delays, [50, 100, 50]);
+    for (const bad of [{ stableAfter: -1 }, { timeout: 0 }]) {
+      assert.throws(() => new DuplexClient(URL, { WebSocket: class {}, ...bad }), RangeError);
+    }
   });
 
   test("the state events of a session", async (t) => {
@@ -406,6 +449,111 @@ describe("reconnect", () => {
     assert.equal(h.client.state, "disconnected");
   });
 
+  test("close 4003 with a token string ends it; with a token function it reconnects", async (t) => {
+    const expire = async (token) => {
+      const h = setup(t, { token });
+      const socket = await online(h);
+      socket.drop(4003, "token expired");
+      const [close] = ofType(h.events, "close");
+      await h.redial(60_000);
+      return [close.reconnect, close.delay, h.client.state, h.sockets.length];
+    };
+    assert.deepEqual(await expire("old"), [false, null, "disconnected", 1]);
+    t.mock.timers.reset();
+    const [reconnect, delay, , sockets] = await expire(() => "fresh");
+    assert.deepEqual([reconnect, delay, sockets], [true, 250, 2]);
+  });
+
+  test("a token function that never settles is cut off by the connect timeout", async (t) => {
+    let calls = 0;
+    let late;
+    const h = setup(t, {
+      timeout: 3000,
+      token: () => {
+        calls += 1;
+        if (calls === 1) return new Promise((resolve) => (late = resolve));
+        return "jwt";
+      },
+    });
+    h.client.connect();
+    await flush();
+    h.tick(2999);
+    assert.equal(h.client.state, "connecting");
+    h.tick(1);
+    const [error] = ofType(h.events, "error");
+    assert.equal(error.error.code, "token");
+    assert.match(error.error.message, /did not settle within 3000 ms/);
+    assert.deepEqual(states(h.events), ["connecting", ["reconnecting", 250]]);
+    late("stale"); // too late: this attempt is over
+    await flush();
+    assert.equal(h.sockets.length, 0);
+    const socket = await h.redial(250);
+    assert.equal(h.sockets.length, 1);
+    socket.accept();
+    assert.equal(socket.command("connect").token, "jwt");
+    assert.equal(h.client.state, "connected");
+  });
+
+  test("the connect timeout counts from the attempt's start, token included", async (t) => {
+    let resolve;
+    const h = setup(t, { timeout: 3000, token: () => new Promise((r) => (resolve = r)) });
+    h.client.connect();
+    await flush();
+    h.tick(2000);
+    resolve("jwt");
+    await flush();
+    h.socket().open();
+    h.tick(999);
+    assert.equal(h.socket().closed, null);
+    h.tick(1);
+    assert.deepEqual(h.socket().closed, { code: 3000, reason: "connect timeout" });
+  });
+
+  test("a close reason is cut to 123 bytes of UTF-8 at a character boundary", async (t) => {
+    const h = setup(t);
+    let socket = await online(h);
+    h.client.disconnect(4000, "x".repeat(200));
+    assert.deepEqual(socket.closed, { code: 4000, reason: "x".repeat(123) });
+    assert.equal(ofType(h.events, "close")[0].reason, "x".repeat(123));
+    socket = await online(h);
+    h.client.disconnect(1000, "a" + "é".repeat(100)); // 1 + 200 bytes
+    assert.deepEqual(socket.closed, { code: 1000, reason: "a" + "é".repeat(61) });
+    socket = await online(h);
+    h.client.disconnect(1000, "ab" + "😀".repeat(40)); // 4-byte characters, 2 UTF-16 units
+    assert.deepEqual(socket.closed, { code: 1000, reason: "ab" + "😀".repeat(30) });
+    socket = await online(h);
+    h.client.disconnect(1000, "é".repeat(61) + "x");
+    assert.equal(socket.closed.reason, "é".repeat(61) + "x", "exactly 123 bytes: kept");
+  });
+
+  test("a long connect refusal message does not leave the old socket open", async (t) => {
+    const h = setup(t);
+    h.client.connect();
+    await flush();
+    const socket = h.socket();
+    socket.open();
+    socket.refuse("connect", 100, `broker failed: ${"y".repeat(150)}`);
+    assert.equal(socket.readyState, 3, "the refused socket is closed");
+    assert.equal(socket.closed.code, 3000);
+    assert.equal(new TextEncoder().encode(socket.closed.reason).length, 123);
+    const next = await h.redial(250);
+    assert.notEqual(next, socket);
+    assert.equal(h.client.state, "connecting");
+  });
+
+  test("when close(code, reason) throws, the socket is closed with less", async (t) => {
+    const h = setup(t);
+    let socket = await online(h);
+    socket.refuseClose = 1;
+    h.client.disconnect(4000, "bye");
+    assert.deepEqual(socket.closed, { code: 4000, reason: undefined });
+    socket = await online(h);
+    socket.refuseClose = 2;
+    h.client.disconnect(4000, "bye");
+    assert.deepEqual(socket.closed, { code: undefined, reason: undefined });
+    assert.equal(h.client.state, "disconnected");
+  });
+
   test("a connection that does not open within the timeout is retried", async (t) => {
     const h = setup(t, { timeout: 3000 });
     h.client.connect();
@@ -465,6 +613,169 @@ describe("reconnect", () => {
       () => new DuplexClient(URL, { WebSocket: class {}, minReconnectDelay: 0 }),
       RangeError,
     );
+  });
+});
+
+describe("handlers that disconnect or unsubscribe", () => {
+  test("disconnect() in an error handler after a token failure stops reconnecting", async (t) => {
+    const h = setup(t, { token: () => Promise.reject(new Error("no")) });
+    h.client.addEventListener("error", () => h.client.disconnect());
+    h.client.connect();
+    await flush();
+    assert.equal(h.client.state, "disconnected");
+    assert.equal(h.client.reconnectAt, null);
+    await h.redial(60_000);
+    assert.equal(h.sockets.length, 0);
+    assert.deepEqual(states(h.events), ["connecting", "disconnected"]);
+  });
+
+  test("disconnect() in an error handler after a token timeout stops reconnecting", async (t) => {
+    const h = setup(t, { timeout: 1000, token: () => new Promise(() => {}) });
+    h.client.addEventListener("error", () => h.client.disconnect());
+    h.client.connect();
+    await flush();
+    h.tick(1000);
+    await h.redial(60_000);
+    assert.deepEqual(states(h.events), ["connecting", "disconnected"]);
+    assert.equal(h.sockets.length, 0);
+  });
+
+  test("disconnect() in an error handler during a connect refusal", async (t) => {
+    const h = setup(t);
+    h.client.addEventListener("error", () => h.client.disconnect(4000, "giving up"));
+    h.client.connect();
+    await flush();
+    const socket = h.socket();
+    socket.open();
+    socket.refuse("connect", 107, "info too large"); // must not throw
+    assert.deepEqual(socket.closed, { code: 4000, reason: "giving up" });
+    assert.deepEqual(
+      ofType(h.events, "close").map((e) => [e.code, e.reconnect]),
+      [[4000, false]],
+    );
+    assert.equal(h.client.state, "disconnected");
+    await h.redial(60_000);
+    assert.equal(h.sockets.length, 1);
+  });
+
+  test("disconnect() in an error handler after a temporary connect refusal", async (t) => {
+    const h = setup(t);
+    h.client.onerror = () => h.client.disconnect();
+    h.client.connect();
+    await flush();
+    h.socket().open();
+    h.socket().refuse("connect", 100, "internal error");
+    await h.redial(60_000);
+    assert.equal(h.sockets.length, 1);
+    assert.equal(ofType(h.events, "close").length, 1);
+    assert.equal(h.client.state, "disconnected");
+  });
+
+  test("a WebSocket that cannot be created ends it; a handler may start over", async (t) => {
+    let fail = true;
+    const h = setup(t);
+    class Refusing {
+      constructor(url) {
+        if (fail) throw new SyntaxError(`bad url ${url}`);
+        this.created = true;
+      }
+    }
+    const client = new DuplexClient(URL, { WebSocket: Refusing, timeout: 1000 });
+    const events = record(client, ["error", "state"]);
+    client.onerror = () => {
+      fail = false;
+      client.disconnect();
+      client.connect();
+    };
+    client.connect();
+    await flush();
+    assert.equal(events[1].type, "error");
+    assert.equal(events[1].error.code, "transport");
+    assert.match(events[1].error.message, /cannot open .*bad url/);
+    assert.equal(client.state, "connecting", "the handler's connect() is not undone");
+    h.tick(1000); // the new attempt's socket never opens: retried
+    assert.equal(client.state, "reconnecting");
+  });
+
+  test("disconnect() in a state handler on connected: no open event", async (t) => {
+    const h = setup(t);
+    h.client.addEventListener("state", (e) => {
+      if (e.state === "connected") h.client.disconnect();
+    });
+    const socket = await online(h);
+    assert.equal(ofType(h.events, "open").length, 0);
+    assert.deepEqual(socket.closed, { code: 1000, reason: "" });
+    assert.deepEqual(states(h.events), ["connecting", "connected", "disconnected"]);
+  });
+
+  test("disconnect() in a state handler on connecting: no dial", async (t) => {
+    let calls = 0;
+    const h = setup(t, { token: () => `t${++calls}` });
+    h.client.addEventListener("state", (e) => {
+      if (e.state === "connecting") h.client.disconnect();
+    });
+    h.client.connect();
+    await flush();
+    assert.equal(calls, 0, "the token function is not called");
+    assert.equal(h.sockets.length, 0);
+    assert.equal(h.client.state, "disconnected");
+    h.tick(60_000);
+    assert.equal(ofType(h.events, "error").length, 0, "no connect timeout either");
+  });
+
+  test("disconnect() in a state handler on reconnecting: close says no reconnect", async (t) => {
+    const h = setup(t);
+    h.client.addEventListener("state", (e) => {
+      if (e.state === "reconnecting") h.client.disconnect();
+    });
+    (await online(h)).drop(1006);
+    const [close] = ofType(h.events, "close");
+    assert.deepEqual([close.code, close.reconnect, close.delay], [1006, false, null]);
+    assert.equal(h.client.state, "disconnected");
+    await h.redial(60_000);
+    assert.equal(h.sockets.length, 1);
+  });
+
+  test("unsubscribe() in the error handler of a refused subscription", async (t) => {
+    const h = setup(t);
+    const socket = await online(h);
+    const sub = h.client.subscribe("admin:x");
+    const events = record(sub, ["error", "unsubscribed"]);
+    sub.addEventListener("error", () => sub.unsubscribe());
+    socket.refuse("subscribe", 103, "permission denied");
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ["error", "unsubscribed"],
+    );
+    assert.equal(socket.command("unsubscribe"), undefined, "nothing to unsubscribe from");
+  });
+
+  test("disconnect() while recovered publications are delivered keeps the position", async (t) => {
+    const h = setup(t);
+    const socket = await online(h);
+    const sub = h.client.subscribe("chat:a");
+    socket.reply("subscribe", { channel: "chat:a", epoch: "e1", offset: 5, recoverable: true });
+    socket.drop(1006);
+    const next = await h.redial(250);
+    next.accept();
+    const seen = [];
+    sub.addEventListener("publication", (e) => {
+      seen.push(e.offset);
+      if (e.offset === 7) h.client.disconnect();
+    });
+    const missed = [6, 7, 8, 9].map((offset) => ({ offset, epoch: "e1", data: offset }));
+    next.reply("subscribe", {
+      channel: "chat:a",
+      epoch: "e1",
+      offset: 9,
+      recoverable: true,
+      recovered: true,
+      publications: missed,
+    });
+    assert.deepEqual(seen, [6, 7]);
+    assert.deepEqual([sub.epoch, sub.offset], ["e1", 7]);
+    const last = await online(h);
+    assert.deepEqual(last.command("subscribe").recover, { offset: 7, epoch: "e1" });
   });
 });
 
