@@ -6,11 +6,11 @@
 #
 # Steps, in order (default: all of them):
 #   setup            install what is missing: Debian packages (openssl, g++,
-#                    redis-server, tmux, nginx, haproxy, python3-venv, only if
-#                    absent; nginx and haproxy without starting their services),
-#                    the Python packages of
-#                    scripts/requirements.txt into .venv/, npm ci in interop/,
-#                    cargo-fuzz
+#                    redis-server, tmux, nginx, haproxy, python3-venv, chromium,
+#                    only if absent; nginx and haproxy without starting their
+#                    services), the Python packages of
+#                    scripts/requirements.txt into .venv/, npm ci in interop/
+#                    and web/e2e/, cargo-fuzz
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
 #   doc              cargo doc --no-deps --workspace --all-features, warnings denied
@@ -21,6 +21,8 @@
 #   autobahn-client  conformance/autobahn/run.sh client
 #   interop          interop/run.sh
 #   scaleout         scale/run.sh (3 nodes, one Redis, behind nginx and HAProxy)
+#   browser          node --test web/test/ (the browser SDK's unit tests), then
+#                    web/e2e/run.sh (the web pages in headless Chromium)
 #
 # Stops at the first failing step unless --keep-going. Naming steps runs only
 # those (setup is then still run first, as the others need it). Ends with a
@@ -30,7 +32,8 @@
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
 # already installed, 2026-11-21): setup 8 s, fmt 1 s, clippy 69 s, doc 15 s,
 # test 155 s, release build 233 s, fuzz smoke 184 s, Autobahn server role
-# 319 s, client role 236 s, interop 70 s, scaleout 34 s; 22 min in all.
+# 319 s, client role 236 s, interop 70 s, scaleout 34 s, browser 57 s (the
+# SDK's unit tests 3 s, the pages in Chromium 54 s); 23 min in all.
 # Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
 # A machine without cargo-fuzz also pays for `cargo install cargo-fuzz`.
 set -uo pipefail
@@ -44,7 +47,7 @@ if [[ "${CI:-}" == true || "${CI:-}" == 1 ]]; then
     export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never
 fi
 
-ALL_STEPS=(setup fmt clippy doc test build fuzz autobahn-server autobahn-client interop scaleout)
+ALL_STEPS=(setup fmt clippy doc test build fuzz autobahn-server autobahn-client interop scaleout browser)
 KEEP_GOING=0
 SELECTED=()
 for arg in "$@"; do
@@ -113,6 +116,7 @@ step_setup() {
     command -v tmux >/dev/null || missing+=(tmux) # duplex connect's interactive-mode tests
     command -v redis-server >/dev/null || missing+=(redis-server) # duplex-hub's Redis broker tests
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium) # the browser step's headless Chromium
     if ((${#missing[@]})); then apt_install "${missing[@]}" || return 1; fi
     # The scale-out test's proxies (in /usr/sbin, which a user's PATH may lack),
     # installed with a policy-rc.d that denies service starts: the test runs its own.
@@ -148,19 +152,24 @@ step_setup() {
     .venv/bin/python -m pip install -q -r scripts/requirements.txt || fail "pip install failed" || return 1
     .venv/bin/kosoku --help >/dev/null || fail ".venv/bin/kosoku does not run" || return 1
 
-    # Node packages for the interop peers, from the lockfile.
-    if node -e '
-        const lock = require("./interop/package-lock.json");
-        for (const [path, meta] of Object.entries(lock.packages)) {
-            if (!path) continue;
-            const have = require("./interop/" + path + "/package.json").version;
-            if (have !== meta.version) process.exit(1);
-        }' 2>/dev/null; then
-        say "interop/node_modules matches package-lock.json"
-    else
-        say "npm ci (interop/)"
-        (cd interop && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in interop/ failed" || return 1
-    fi
+    # Node packages, from the lockfiles: the interop peers (ws) and the browser
+    # tests (playwright-core, which drives the system's Chromium: it downloads none).
+    local dir
+    for dir in interop web/e2e; do
+        if node -e '
+            const dir = process.argv[1];
+            const lock = require("./" + dir + "/package-lock.json");
+            for (const [path, meta] of Object.entries(lock.packages)) {
+                if (!path) continue;
+                const have = require("./" + dir + "/" + path + "/package.json").version;
+                if (have !== meta.version) process.exit(1);
+            }' "$dir" 2>/dev/null; then
+            say "$dir/node_modules matches package-lock.json"
+        else
+            say "npm ci ($dir/)"
+            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in $dir/ failed" || return 1
+        fi
+    done
 
     if cargo fuzz --version >/dev/null 2>&1; then
         say "$(cargo fuzz --version)"
@@ -185,6 +194,14 @@ step_autobahn-server() { bash conformance/autobahn/run.sh server; }
 step_autobahn-client() { bash conformance/autobahn/run.sh client; }
 step_interop() { bash interop/run.sh; }
 step_scaleout() { bash scale/run.sh; }
+# The SDK's unit tests (one of them runs the release binary with the ws package
+# of interop/), then the pages in headless Chromium.
+step_browser() {
+    local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+    case "$target" in /*) ;; *) target="$ROOT/$target" ;; esac
+    DUPLEX_BIN="${DUPLEX_BIN:-$target/release/duplex}" node --test web/test/ || return 1
+    bash web/e2e/run.sh
+}
 
 describe() {
     case "$1" in
@@ -199,6 +216,7 @@ describe() {
     autobahn-client) echo "conformance/autobahn/run.sh client (autobahn_client -> kosoku fuzzingserver)" ;;
     interop) echo "interop/run.sh (Python websockets and Node ws peers)" ;;
     scaleout) echo "scale/run.sh (3 nodes + Redis behind nginx and HAProxy)" ;;
+    browser) echo "node --test web/test/, web/e2e/run.sh (the web pages in headless Chromium)" ;;
     esac
 }
 
