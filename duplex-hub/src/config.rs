@@ -157,8 +157,14 @@ pub struct BrokerConfig {
     /// through this Redis, shared by every node using it. Default: none (the in-memory
     /// broker, a single node).
     pub url: Option<String>,
+    /// `url` is a node of a Redis Cluster: connect to every master, route each command to the
+    /// master of its slot and follow `MOVED`/`ASK` redirections. Default `false`.
+    pub cluster: bool,
+    /// More Redis Cluster nodes to discover the cluster from when the node of `url` does not
+    /// answer (with `cluster` only). Default: none.
+    pub cluster_seeds: Vec<String>,
     /// Use sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7), the mode meant for Redis
-    /// Cluster (following a Cluster's redirections is not supported yet). Default `false`.
+    /// Cluster: a message goes to the shard of its channel only. Default `false`.
     pub sharded: bool,
     /// Prefix of every Redis key and Pub/Sub channel, so hubs can share a Redis.
     /// Default `"duplex:"`.
@@ -172,6 +178,8 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             url: None,
+            cluster: false,
+            cluster_seeds: Vec::new(),
             sharded: false,
             prefix: "duplex:".to_owned(),
             presence_ttl_secs: 30,
@@ -654,6 +662,30 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
         if let Err(e) = crate::broker::redis::check_url(url) {
             return Err(ConfigError::at("broker.url", e));
         }
+        if b.cluster {
+            if let Err(e) = crate::broker::redis::check_cluster_url(url) {
+                return Err(ConfigError::at("broker.url", e));
+            }
+        }
+    }
+    if !b.cluster_seeds.is_empty() && !b.cluster {
+        return Err(ConfigError::at(
+            "broker.cluster_seeds",
+            "only with broker.cluster = true",
+        ));
+    }
+    if b.cluster && b.url.is_none() {
+        return Err(ConfigError::at(
+            "broker.cluster",
+            "needs broker.url (a node of the cluster)",
+        ));
+    }
+    for seed in &b.cluster_seeds {
+        if let Err(e) = crate::broker::redis::check_url(seed)
+            .and_then(|()| crate::broker::redis::check_cluster_url(seed))
+        {
+            return Err(ConfigError::at("broker.cluster_seeds", e));
+        }
     }
     if b.prefix.is_empty()
         || b.prefix.len() > 64
@@ -863,7 +895,26 @@ mod tests {
             ("app1:", 9)
         );
         assert_eq!(HubConfig::default().broker.url, None, "memory by default");
+        let s = load(
+            "[broker]\nurl = \"redis://redis-1.internal:7000\"\ncluster = true\n\
+             cluster_seeds = [\"redis://redis-2.internal:7000\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(s.broker.cluster);
+        assert_eq!(s.broker.cluster_seeds, ["redis://redis-2.internal:7000"]);
         for (toml, key) in [
+            ("url = \"redis://h/2\"\ncluster = true", "broker.url:"),
+            ("cluster = true", "broker.cluster:"),
+            (
+                "url = \"redis://h\"\ncluster_seeds = [\"redis://g\"]",
+                "broker.cluster_seeds:",
+            ),
+            (
+                "url = \"redis://h\"\ncluster = true\ncluster_seeds = [\"h:1\"]",
+                "broker.cluster_seeds:",
+            ),
             ("url = \"http://127.0.0.1:6379\"", "broker.url:"),
             ("url = \"redis://\"", "broker.url:"),
             ("url = \"rediss://h:6380\"", "broker.url:"),

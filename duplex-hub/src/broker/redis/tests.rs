@@ -72,6 +72,7 @@ fn config(url: &str, sharded: bool, presence_ttl_secs: u64) -> BrokerConfig {
         sharded,
         prefix: format!("t{:08x}:", rand::random::<u32>()),
         presence_ttl_secs,
+        ..BrokerConfig::default()
     }
 }
 
@@ -267,4 +268,332 @@ fn urls_are_checked() {
     assert!(check_url("http://127.0.0.1:6379").is_err());
     assert!(check_url("rediss://127.0.0.1:6379").is_err());
     assert!(check_url("127.0.0.1:6379").is_err());
+    assert!(check_cluster_url("redis://127.0.0.1:7000").is_ok());
+    assert!(check_cluster_url("redis://127.0.0.1:7000/1").is_err());
+}
+
+/// A Redis Cluster of three masters (no replicas) of this test only, each a `redis-server`
+/// with `--cluster-enabled yes` on a free loopback port (whose bus port, +10000, is free
+/// too), joined by `redis-cli --cluster create`; killed by PID at the end.
+pub(crate) struct RedisCluster {
+    children: Vec<Child>,
+    ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+fn free_pair() -> u16 {
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 20_000;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): apt-get install redis-server"));
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Self {
+        let ports: Vec<u16> = (0..3).map(|_| free_pair()).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "duplex-redis-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Self {
+            children: Vec::new(),
+            ports: ports.clone(),
+            dir: dir.clone(),
+        };
+        for port in &ports {
+            let port = port.to_string();
+            let child = Command::new("redis-server")
+                .args(["--port", &port, "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run redis-server ({e}): apt-get install redis-server")
+                });
+            cluster.children.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in &ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.push("--cluster-yes".to_owned());
+        redis_cli(&create.iter().map(String::as_str).collect::<Vec<_>>());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            while !redis_cli(&["-p", &port.to_string(), "cluster", "info"])
+                .contains("cluster_state:ok")
+            {
+                assert!(Instant::now() < deadline, "the cluster never became ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    pub(crate) fn url(&self, node: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[node])
+    }
+
+    fn cli(&self, node: usize, args: &[&str]) -> String {
+        let port = self.ports[node].to_string();
+        let mut all = vec!["-p", &port];
+        all.extend_from_slice(args);
+        redis_cli(&all).trim().to_owned()
+    }
+
+    fn id(&self, node: usize) -> String {
+        self.cli(node, &["cluster", "myid"])
+    }
+
+    /// The index of the master owning `key`'s slot, and the slot.
+    fn owner(&self, key: &str) -> (usize, u16) {
+        let slot: u16 = self.cli(0, &["cluster", "keyslot", key]).parse().unwrap();
+        let ids: Vec<String> = (0..3).map(|n| self.id(n)).collect();
+        for line in self.cli(0, &["cluster", "nodes"]).lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let owns = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).contains(&slot),
+                None => range.parse() == Ok(slot),
+            });
+            if owns {
+                return (ids.iter().position(|id| id == fields[0]).unwrap(), slot);
+            }
+        }
+        panic!("no master owns slot {slot}");
+    }
+
+    /// Moves `slot` with its keys from master `from` to master `to`, as
+    /// `redis-cli --cluster reshard` does.
+    fn migrate(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        self.cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        self.cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys = self.cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.ports[to].to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &port, "", "0", "5000", "keys"];
+            args.extend(keys);
+            assert_eq!(self.cli(from, &args), "OK");
+        }
+        for node in [to, from, 3 - to - from] {
+            self.cli(node, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+    }
+
+    /// How many `MOVED` replies master `node` gave (`INFO errorstats`).
+    fn moved_replies(&self, node: usize) -> u64 {
+        self.cli(node, &["info", "errorstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("errorstat_MOVED:count="))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cluster_config(cluster: &RedisCluster, sharded: bool) -> BrokerConfig {
+    BrokerConfig {
+        cluster: true,
+        // Only the first master as a seed: the others are discovered.
+        ..config(&cluster.url(0), sharded, 30)
+    }
+}
+
+#[tokio::test]
+async fn behaves_as_a_broker_on_a_cluster() {
+    bounded(async {
+        let cluster = RedisCluster::start();
+        let broker = broker(&cluster_config(&cluster, false)).await;
+        crate::broker::suite::run(broker).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn behaves_as_a_broker_on_a_cluster_with_sharded_pubsub() {
+    bounded(async {
+        let cluster = RedisCluster::start();
+        let broker = broker(&cluster_config(&cluster, true)).await;
+        crate::broker::suite::run(broker.clone()).await;
+        let ch = ChannelName::new("chat:sharded").unwrap();
+        broker.subscribe(&ch).await.unwrap();
+        assert!(broker.channels().await.unwrap().contains(&ch));
+    })
+    .await;
+}
+
+/// Records publications per channel.
+#[derive(Default)]
+struct Deliveries(Mutex<HashMap<String, Vec<u64>>>);
+
+impl BrokerHandler for Deliveries {
+    fn handle_publication(&self, channel: &ChannelName, publication: Arc<Publication>) {
+        lock(&self.0)
+            .entry(channel.to_string())
+            .or_default()
+            .push(publication.offset);
+    }
+    fn handle_event(&self, _: &ChannelName, _: ChannelEvent) {}
+    fn handle_control(&self, _: Control) {}
+}
+
+impl Deliveries {
+    async fn wait_for(&self, channel: &ChannelName, offsets: &[u64]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = lock(&self.0)
+                .get(channel.as_str())
+                .cloned()
+                .unwrap_or_default();
+            if got == offsets {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline && got.len() <= offsets.len(),
+                "{channel}: delivered {got:?}, expected {offsets:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Channels on every master, through a broker that knows only the first one; then a
+/// channel's slot moves to another master while the broker is subscribed: its stale slot
+/// map meets `MOVED` (counted by the old master), which it follows, and the channel keeps
+/// its stream (same epoch, next offsets) and its deliveries.
+async fn follows_redirections(sharded: bool) {
+    let cluster = RedisCluster::start();
+    let config = cluster_config(&cluster, sharded);
+    let broker = broker(&config).await;
+    let deliveries = Arc::new(Deliveries::default());
+    let handler: Arc<dyn BrokerHandler> = deliveries.clone();
+    broker.register(Arc::downgrade(&handler));
+    let options = HistoryOptions {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+    // One channel per master.
+    let mut channels: Vec<Option<(ChannelName, u16)>> = vec![None, None, None];
+    for i in 0.. {
+        if channels.iter().all(Option::is_some) {
+            break;
+        }
+        let ch = ChannelName::new(&format!("chat:r{i}")).unwrap();
+        let (owner, slot) = cluster.owner(&broker.inner.key(&ch, "m"));
+        channels[owner].get_or_insert((ch, slot));
+    }
+    let channels: Vec<(ChannelName, u16)> = channels.into_iter().map(Option::unwrap).collect();
+    let mut epochs = Vec::new();
+    for (ch, _) in &channels {
+        broker.subscribe(ch).await.unwrap();
+        let mut epoch = None;
+        for n in 1..=3 {
+            let p = broker
+                .publish(ch, publication(n), Some(options))
+                .await
+                .unwrap();
+            assert_eq!(p.offset, u64::from(n));
+            epoch = p.epoch.clone();
+        }
+        deliveries.wait_for(ch, &[1, 2, 3]).await;
+        epochs.push(epoch.unwrap());
+    }
+
+    // Move the second master's channel to the third master.
+    let (moved, slot) = channels[1].clone();
+    let moved_before = cluster.moved_replies(1);
+    cluster.migrate(slot, 1, 2);
+    assert_eq!(cluster.owner(&broker.inner.key(&moved, "m")).0, 2);
+    for n in 4..=6 {
+        let p = broker
+            .publish(&moved, publication(n), Some(options))
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.offset, p.epoch.as_ref()),
+            (u64::from(n), Some(&epochs[1])),
+            "the stream moved with its slot"
+        );
+    }
+    assert!(
+        cluster.moved_replies(1) > moved_before,
+        "the broker's stale slot map met MOVED"
+    );
+    deliveries.wait_for(&moved, &[1, 2, 3, 4, 5, 6]).await;
+    let h = broker
+        .history(&moved, HistoryQuery::default(), options)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    // Presence lives in the moved slot too.
+    let info = ClientInfo {
+        client: "c".into(),
+        user: "u".into(),
+        info: None,
+    };
+    broker.add_presence(&moved, info).await.unwrap();
+    assert!(broker.presence(&moved).await.unwrap().contains_key("c"));
+    // The other channels were not disturbed.
+    for (ch, _) in [&channels[0], &channels[2]] {
+        broker
+            .publish(ch, publication(4), Some(options))
+            .await
+            .unwrap();
+        deliveries.wait_for(ch, &[1, 2, 3, 4]).await;
+    }
+    assert!(broker.is_healthy());
+}
+
+#[tokio::test]
+async fn follows_cluster_redirections() {
+    bounded(follows_redirections(false)).await;
+}
+
+#[tokio::test]
+async fn follows_cluster_redirections_with_sharded_pubsub() {
+    bounded(follows_redirections(true)).await;
 }
