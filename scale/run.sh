@@ -19,7 +19,9 @@
 #   reload    (nginx) `nginx -s reload` under traffic: established clients keep
 #             receiving or reconnect and recover, nothing lost or repeated;
 #   failover  node A is killed (SIGKILL by PID): its clients reconnect
-#             through the proxy to another node and recover the gap.
+#             through the proxy to another node and recover the gap; after the
+#             presence TTL (3 s here) the other subscribers get one `leave`
+#             per client A had, and presence stops listing them.
 # The system's nginx and haproxy services are never touched. A missing
 # nginx, haproxy or redis-server is a failure (scripts/test.sh setup installs
 # them). Every process started here is stopped by PID on exit.
@@ -41,6 +43,8 @@ read -r -a PROXIES <<<"${SCALE_PROXIES:-nginx haproxy}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 BIN="${DUPLEX_BIN:-$TARGET_DIR/release/duplex}"
 KEY="scale-test-api-key-0123456789"
+# Short, so that the crashed node's clients leave within the failover check.
+PRESENCE_TTL=3
 export NO_COLOR=1
 START=$SECONDS
 
@@ -209,7 +213,8 @@ start_nodes() {
         name="$proxy-${n,,}"
         logf="$WORK/node-$name.err"
         "$BIN" serve --broker "redis://127.0.0.1:$REDIS_PORT" --listen 127.0.0.1:0 --api-key "$KEY" \
-            --publish-rate 10000 --node-name "$name" --set shutdown.drain_secs=1 >/dev/null 2>"$logf" &
+            --publish-rate 10000 --node-name "$name" --set shutdown.drain_secs=1 \
+            --set broker.presence_ttl_secs="$PRESENCE_TTL" >/dev/null 2>"$logf" &
         pid=$!
         PIDS+=("$pid")
         if ! port="$(wait_for_port "$logf" "$pid")"; then
@@ -350,7 +355,8 @@ for proxy in "${PROXIES[@]}"; do
         fi
         KILLED_A=1
         # (stderr: bash's notice that node A was "Killed", which is the point)
-        run_check "$proxy" failover --proxy "$WS/ws" --channel "chat:failover-$proxy" --kill-pid "$PID_A" 2>/dev/null
+        run_check "$proxy" failover --proxy "$WS/ws" --channel "chat:failover-$proxy" --kill-pid "$PID_A" \
+            --presence-ttl "$PRESENCE_TTL" 2>/dev/null
         if kill -0 "$PROXY_PID" 2>/dev/null; then
             stop_pid "$PROXY_PID" 10
             record 1 "$proxy: still running at the end, stopped by PID"

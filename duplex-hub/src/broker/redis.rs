@@ -14,7 +14,10 @@
 //!   `scripts.rs` for the keys).
 //! * **Presence** is a hash per channel with a per-client expiry; this node refreshes its
 //!   own clients every third of `broker.presence_ttl_secs`, so the clients of a crashed node
-//!   disappear after that TTL.
+//!   disappear after that TTL. Every node sweeps the channels where it has presence entries
+//!   of its own (so: subscribers) every [`SWEEP_INTERVAL`](crate::broker::SWEEP_INTERVAL) at
+//!   most; a script removes the expired entries and publishes their leave in one step, so
+//!   the subscribers on every node hear each crashed client leave once.
 //! * **Outages**: commands go through a pool of multiplexed connections that reconnect by
 //!   themselves. The Pub/Sub connection is watched (pings); when it drops, the broker reports
 //!   itself unhealthy (`/readyz` answers 503), reconnects with backoff, subscribes again to
@@ -208,6 +211,15 @@ impl Inner {
         *lock(&self.last_error) = Some(error.to_string());
     }
 
+    /// `1` when scripts must `SPUBLISH`.
+    fn sharded_flag(&self) -> &'static str {
+        if self.sharded {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
     fn publish_command(&self) -> &'static str {
         if self.sharded {
             "SPUBLISH"
@@ -301,6 +313,7 @@ impl RedisBroker {
             tokio::spawn(subscriber::connect_loop(inner.clone())),
             tokio::spawn(subscriber::dispatch(inner.clone(), events_rx)),
             tokio::spawn(heartbeat(inner.clone())),
+            tokio::spawn(sweep_presence(inner.clone())),
         ];
         Ok(Self { inner, tasks })
     }
@@ -415,6 +428,37 @@ async fn refresh_presence(inner: &Inner) {
         .await;
 }
 
+/// Every [`SWEEP_INTERVAL`](super::SWEEP_INTERVAL) (a third of the presence TTL if
+/// shorter), expires the presence entries of the channels where this node has entries of its
+/// own, announcing each expired client's leave.
+async fn sweep_presence(inner: Arc<Inner>) {
+    let period = super::SWEEP_INTERVAL.min(inner.presence_ttl / 3);
+    loop {
+        tokio::time::sleep(period).await;
+        let channels: Vec<ChannelName> = lock(&inner.presence).keys().cloned().collect();
+        let inner = &inner;
+        futures_util::stream::iter(channels)
+            .for_each_concurrent(conn::CLUSTER_CONCURRENCY, |channel| async move {
+                let swept = timed(
+                    SCRIPTS
+                        .presence_sweep
+                        .key(inner.key(&channel, "pr"))
+                        .key(inner.key(&channel, "pe"))
+                        .arg(inner.pubsub_channel(&channel))
+                        .arg(inner.sharded_flag())
+                        .invoke_async::<u64>(&mut inner.connection()),
+                )
+                .await;
+                match swept {
+                    Ok(0) => {}
+                    Ok(n) => debug!(%channel, n, "expired presence entries of a stopped node"),
+                    Err(e) => debug!(%channel, error = %e, "presence sweep failed"),
+                }
+            })
+            .await;
+    }
+}
+
 fn remove_presence_commands(
     pipe: &mut ::redis::Pipeline,
     inner: &Inner,
@@ -481,7 +525,7 @@ impl Broker for RedisBroker {
                             .arg(options.ttl.as_millis().max(1) as u64)
                             .arg(new_epoch())
                             .arg(inner.pubsub_channel(channel))
-                            .arg(if inner.sharded { "1" } else { "0" })
+                            .arg(inner.sharded_flag())
                             .invoke_async(&mut conn),
                     )
                     .await?;
@@ -682,6 +726,8 @@ impl Broker for RedisBroker {
                     .presence_get
                     .key(inner.key(channel, "pr"))
                     .key(inner.key(channel, "pe"))
+                    .arg(inner.pubsub_channel(channel))
+                    .arg(inner.sharded_flag())
                     .invoke_async(&mut inner.connection()),
             )
             .await?;

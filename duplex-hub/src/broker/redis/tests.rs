@@ -597,3 +597,152 @@ async fn follows_cluster_redirections() {
 async fn follows_cluster_redirections_with_sharded_pubsub() {
     bounded(follows_redirections(true)).await;
 }
+
+/// Records join and leave events.
+#[derive(Default)]
+struct Events(Mutex<Vec<(String, ChannelEvent)>>);
+
+impl BrokerHandler for Events {
+    fn handle_publication(&self, _: &ChannelName, _: Arc<Publication>) {}
+    fn handle_event(&self, channel: &ChannelName, event: ChannelEvent) {
+        lock(&self.0).push((channel.to_string(), event));
+    }
+    fn handle_control(&self, _: Control) {}
+}
+
+impl Events {
+    fn leaves(&self) -> Vec<String> {
+        let mut leaves: Vec<String> = lock(&self.0)
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ChannelEvent::Leave(info) => Some(info.client.to_string()),
+                ChannelEvent::Join(_) => None,
+            })
+            .collect();
+        leaves.sort();
+        leaves
+    }
+}
+
+/// A node stops without removing its presence entries (its broker is dropped: no more
+/// heartbeats, as in a crash). Two live nodes subscribed to the channel both sweep it; each
+/// hears every crashed client leave exactly once, within the TTL plus a sweep period, and
+/// presence stops listing them.
+async fn crashed_nodes_clients_leave_once(config: BrokerConfig) {
+    let live: Vec<Arc<RedisBroker>> = vec![broker(&config).await, broker(&config).await];
+    let crashed = broker(&config).await;
+    let ch = ChannelName::new("chat:crash").unwrap();
+    let info = |c: &str| ClientInfo {
+        client: c.into(),
+        user: "u".into(),
+        info: None,
+    };
+    let mut recorders = Vec::new();
+    for (n, b) in live.iter().enumerate() {
+        let events = Arc::new(Events::default());
+        let handler: Arc<dyn BrokerHandler> = events.clone();
+        b.register(Arc::downgrade(&handler));
+        recorders.push((events, handler));
+        b.subscribe(&ch).await.unwrap();
+        b.add_presence(&ch, info(&format!("live{n}")))
+            .await
+            .unwrap();
+    }
+    crashed.add_presence(&ch, info("gone1")).await.unwrap();
+    crashed.add_presence(&ch, info("gone2")).await.unwrap();
+    let dropped = Instant::now();
+    drop(crashed);
+    let ttl = Duration::from_secs(config.presence_ttl_secs);
+    let sweep = crate::broker::SWEEP_INTERVAL.min(ttl / 3);
+    let deadline = dropped + ttl + sweep + Duration::from_secs(2);
+    while recorders.iter().any(|(e, _)| e.leaves().len() < 2) {
+        assert!(
+            Instant::now() < deadline,
+            "leaves after {:?}: {:?}",
+            dropped.elapsed(),
+            recorders
+                .iter()
+                .map(|(e, _)| e.leaves())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = dropped.elapsed();
+    assert!(
+        took >= ttl - Duration::from_millis(500),
+        "not before the TTL: {took:?}"
+    );
+    // Both sweeping nodes ran more sweeps meanwhile: still one leave per client.
+    tokio::time::sleep(sweep * 2).await;
+    for (events, _) in &recorders {
+        assert_eq!(events.leaves(), ["gone1", "gone2"], "exactly once each");
+    }
+    let present: Vec<String> = {
+        let mut p: Vec<String> = live[0].presence(&ch).await.unwrap().into_keys().collect();
+        p.sort();
+        p
+    };
+    assert_eq!(present, ["live0", "live1"]);
+    for (events, _) in &recorders {
+        assert_eq!(
+            events.leaves().len(),
+            2,
+            "reading presence announced nothing more"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_nodes_clients_leave_once() {
+    bounded(async {
+        let redis = RedisServer::start();
+        crashed_nodes_clients_leave_once(config(&redis.url(), false, 3)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_crashed_nodes_clients_leave_once_on_a_cluster_with_sharded_pubsub() {
+    bounded(async {
+        let cluster = RedisCluster::start();
+        let mut config = cluster_config(&cluster, true);
+        config.presence_ttl_secs = 3;
+        crashed_nodes_clients_leave_once(config).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reading_presence_announces_what_it_expires() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let config = config(&redis.url(), false, 3);
+        // This node has no presence entry of its own on the channel, so it never sweeps it.
+        let reader = broker(&config).await;
+        let events = Arc::new(Events::default());
+        let handler: Arc<dyn BrokerHandler> = events.clone();
+        reader.register(Arc::downgrade(&handler));
+        let ch = ChannelName::new("chat:read").unwrap();
+        reader.subscribe(&ch).await.unwrap();
+        let crashed = broker(&config).await;
+        let gone = ClientInfo {
+            client: "gone".into(),
+            user: "u".into(),
+            info: None,
+        };
+        crashed.add_presence(&ch, gone).await.unwrap();
+        drop(crashed);
+        tokio::time::sleep(Duration::from_millis(3300)).await;
+        assert!(events.leaves().is_empty(), "nobody swept");
+        assert!(reader.presence(&ch).await.unwrap().is_empty());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while events.leaves().is_empty() {
+            assert!(Instant::now() < deadline, "no leave after the read");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(reader.presence(&ch).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(events.leaves(), ["gone"]);
+    })
+    .await;
+}
