@@ -112,6 +112,7 @@ step_setup() {
     command -v cmp >/dev/null || missing+=(diffutils)
     command -v tmux >/dev/null || missing+=(tmux) # duplex connect's interactive-mode tests
     command -v redis-server >/dev/null || missing+=(redis-server) # duplex-hub's Redis broker tests
+    command -v redis-cli >/dev/null || missing+=(redis-tools) # redis-cli --cluster create, for the Cluster tests
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
     if ((${#missing[@]})); then apt_install "${missing[@]}" || return 1; fi
     # The scale-out test's proxies (in /usr/sbin, which a user's PATH may lack),

@@ -18,6 +18,8 @@
 //!   of its own (so: subscribers) every [`SWEEP_INTERVAL`](crate::broker::SWEEP_INTERVAL) at
 //!   most; a script removes the expired entries and publishes their leave in one step, so
 //!   the subscribers on every node hear each crashed client leave once.
+//! * **TLS**: `rediss://` URLs, trusting the system's certificate authorities or those of
+//!   `broker.tls_ca_file`, with a client certificate when `broker.tls_cert_file` is set.
 //! * **Outages**: commands go through a pool of multiplexed connections that reconnect by
 //!   themselves. The Pub/Sub connection is watched (pings); when it drops, the broker reports
 //!   itself unhealthy (`/readyz` answers 503), reconnects with backoff, subscribes again to
@@ -36,7 +38,7 @@ use super::{
 };
 use crate::channel::ChannelName;
 use crate::config::BrokerConfig;
-use ::redis::{IntoConnectionInfo, ProtocolVersion, RedisError};
+use ::redis::{ClientTlsConfig, IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates};
 use conn::{Backend, Commands, PubSub, Subscription};
 use futures_util::StreamExt;
 use scripts::SCRIPTS;
@@ -58,7 +60,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for a TCP connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Checks that `url` is a Redis URL this broker can use: `redis://host[:port][/db]`.
+/// Checks that `url` is a Redis URL this broker can use: `redis://host[:port][/db]`, or
+/// `rediss://...` for TLS.
 ///
 /// # Errors
 /// A message saying what is wrong.
@@ -66,11 +69,11 @@ pub fn check_url(url: &str) -> Result<(), String> {
     let parsed = ::redis::parse_redis_url(url)
         .ok_or_else(|| format!("{url:?} is not a URL like redis://127.0.0.1:6379"))?;
     match parsed.scheme() {
-        "redis" => {}
-        "rediss" => return Err("TLS (rediss://) is not supported yet; use redis://".into()),
+        "redis" | "rediss" => {}
         other => {
             return Err(format!(
-                "unsupported scheme {other:?}: expected redis://host[:port][/db]"
+                "unsupported scheme {other:?}: expected redis://host[:port][/db] \
+                 (rediss:// for TLS)"
             ))
         }
     }
@@ -258,6 +261,7 @@ impl RedisBroker {
             .as_deref()
             .ok_or_else(|| BrokerError::Unavailable("broker.url is not set".into()))?;
         check_url(url).map_err(BrokerError::Unavailable)?;
+        let certificates = tls_certificates(config)?;
         let (backend, address) = if config.cluster {
             let mut seeds = Vec::new();
             for seed in std::iter::once(url).chain(config.cluster_seeds.iter().map(String::as_str))
@@ -275,7 +279,13 @@ impl RedisBroker {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            (Backend::Cluster { seeds }, address)
+            (
+                Backend::Cluster {
+                    seeds,
+                    certificates,
+                },
+                address,
+            )
         } else {
             let info = url.into_connection_info().map_err(unavailable)?;
             let address = format!("{}/{}", info.addr(), info.redis_settings().db());
@@ -283,9 +293,12 @@ impl RedisBroker {
                 .redis_settings()
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
-            let pubsub = ::redis::Client::open(info.clone().set_redis_settings(resp3))
-                .map_err(unavailable)?;
-            let commands = ::redis::Client::open(info).map_err(unavailable)?;
+            let open = |info: ::redis::ConnectionInfo| match &certificates {
+                Some(certificates) => ::redis::Client::build_with_tls(info, certificates.clone()),
+                None => ::redis::Client::open(info),
+            };
+            let pubsub = open(info.clone().set_redis_settings(resp3)).map_err(unavailable)?;
+            let commands = open(info).map_err(unavailable)?;
             (Backend::Single { pubsub, commands }, address)
         };
         let pool = backend.pool(POOL_SIZE).map_err(unavailable)?;
@@ -336,6 +349,36 @@ impl RedisBroker {
     pub fn last_error(&self) -> Option<String> {
         lock(&self.inner.last_error).clone()
     }
+}
+
+/// The CA and client certificate files of `config`, read; `None` when it names none.
+fn tls_certificates(config: &BrokerConfig) -> Result<Option<TlsCertificates>, BrokerError> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| BrokerError::Unavailable(format!("broker.{key}: {}: {e}", path.display())))
+    };
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(read("tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("tls_cert_file", cert)?,
+            client_key: read("tls_key_file", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(BrokerError::Unavailable(
+                "broker.tls_cert_file and broker.tls_key_file go together".into(),
+            ))
+        }
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
 }
 
 impl Drop for RedisBroker {

@@ -17,7 +17,7 @@ use ::redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
     AsyncConnectionConfig, Cmd, ConnectionInfo, Pipeline, ProtocolVersion, RedisFuture,
-    RedisResult, Value,
+    RedisResult, TlsCertificates, Value,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use std::time::Duration;
@@ -43,6 +43,8 @@ pub(super) enum Backend {
     Cluster {
         /// The seed nodes.
         seeds: Vec<ConnectionInfo>,
+        /// CA and client certificates, with `rediss://` seeds.
+        certificates: Option<TlsCertificates>,
     },
 }
 
@@ -64,8 +66,11 @@ impl Backend {
                     })
                     .collect()
             }
-            Backend::Cluster { seeds } => {
-                let client = cluster_builder(seeds).build()?;
+            Backend::Cluster {
+                seeds,
+                certificates,
+            } => {
+                let client = cluster_builder(seeds, certificates).build()?;
                 let config = ClusterConfig::new()
                     .set_connection_timeout(CONNECT_TIMEOUT)
                     .set_response_timeout(COMMAND_TIMEOUT);
@@ -94,8 +99,11 @@ impl Backend {
                     .await?;
                 Ok(PubSub::Single(conn))
             }
-            Backend::Cluster { seeds } => {
-                let client: ClusterClient = cluster_builder(seeds)
+            Backend::Cluster {
+                seeds,
+                certificates,
+            } => {
+                let client: ClusterClient = cluster_builder(seeds, certificates)
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(pushes)
                     .build()?;
@@ -105,13 +113,20 @@ impl Backend {
     }
 }
 
-fn cluster_builder(seeds: &[ConnectionInfo]) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(seeds.to_vec())
+fn cluster_builder(
+    seeds: &[ConnectionInfo],
+    certificates: &Option<TlsCertificates>,
+) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(seeds.to_vec())
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(COMMAND_TIMEOUT)
         .retries(CLUSTER_RETRIES)
         .min_retry_wait(20)
-        .max_retry_wait(500)
+        .max_retry_wait(500);
+    match certificates {
+        Some(certificates) => builder.certs(certificates.clone()),
+        None => builder,
+    }
 }
 
 /// A pooled command connection.

@@ -266,7 +266,7 @@ fn urls_are_checked() {
     assert!(check_url("redis://127.0.0.1:6379").is_ok());
     assert!(check_url("redis://:secret@redis.internal/3").is_ok());
     assert!(check_url("http://127.0.0.1:6379").is_err());
-    assert!(check_url("rediss://127.0.0.1:6379").is_err());
+    assert!(check_url("rediss://127.0.0.1:6379").is_ok());
     assert!(check_url("127.0.0.1:6379").is_err());
     assert!(check_cluster_url("redis://127.0.0.1:7000").is_ok());
     assert!(check_cluster_url("redis://127.0.0.1:7000/1").is_err());
@@ -743,6 +743,206 @@ async fn reading_presence_announces_what_it_expires() {
         assert!(reader.presence(&ch).await.unwrap().is_empty());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(events.leaves(), ["gone"]);
+    })
+    .await;
+}
+
+/// Certificates made by `openssl` for one test: a CA, a server certificate for 127.0.0.1
+/// and a client certificate, all signed by the CA.
+struct Certificates {
+    dir: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install openssl"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Certificates {
+    fn new(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=duplex test CA"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&dir, &ca);
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            ("client", "extendedKeyUsage=clientAuth"),
+        ] {
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let subject = format!("/CN=duplex test {name}");
+            let mut req = vec!["req", "-new", "-subj", &subject];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr]);
+            openssl(&dir, &req);
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            let extfile = format!("{name}.ext");
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extfile,
+                    "-out",
+                    &pem,
+                ],
+            );
+        }
+        Self { dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+}
+
+/// A `redis-server` that speaks only TLS, with the server certificate of `certs`;
+/// `auth_clients`: whether it requires a client certificate signed by the CA.
+struct TlsRedis {
+    child: Child,
+    port: u16,
+    certs: Certificates,
+}
+
+impl TlsRedis {
+    fn start(auth_clients: bool) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("duplex-redis-tls-{}-{port}", std::process::id()));
+        let certs = Certificates::new(dir.clone());
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--tls-cert-file")
+            .arg(certs.path("server.pem"))
+            .arg("--tls-key-file")
+            .arg(certs.path("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(certs.path("ca.pem"))
+            .args([
+                "--tls-auth-clients",
+                if auth_clients { "yes" } else { "no" },
+            ])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): apt-get install redis-server")
+            });
+        let server = Self { child, port, certs };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn config(&self, ca: bool, client_cert: bool) -> BrokerConfig {
+        BrokerConfig {
+            tls_ca_file: ca.then(|| self.certs.path("ca.pem")),
+            tls_cert_file: client_cert.then(|| self.certs.path("client.pem")),
+            tls_key_file: client_cert.then(|| self.certs.path("client.key")),
+            ..config(&format!("rediss://127.0.0.1:{}", self.port), false, 30)
+        }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.certs.dir);
+    }
+}
+
+#[tokio::test]
+async fn behaves_as_a_broker_over_tls() {
+    bounded(async {
+        let redis = TlsRedis::start(false);
+        let broker = broker(&redis.config(true, false)).await;
+        crate::broker::suite::run(broker).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_checks_the_server_and_presents_the_client_certificate() {
+    bounded(async {
+        let redis = TlsRedis::start(true);
+        // CA and client certificate: works.
+        let ok = broker(&redis.config(true, true)).await;
+        let ch = ChannelName::new("chat:tls").unwrap();
+        ok.subscribe(&ch).await.unwrap();
+        ok.publish(&ch, publication(1), None).await.unwrap();
+        // Without the client certificate, the server refuses; without the CA, the server's
+        // certificate is not trusted (the system's authorities did not sign it).
+        for (ca, client) in [(true, false), (false, true)] {
+            let refused = RedisBroker::new(&redis.config(ca, client)).unwrap();
+            assert!(
+                !refused.wait_healthy(Duration::from_secs(2)).await,
+                "connected with ca {ca}, client certificate {client}"
+            );
+            let error = refused.last_error().unwrap_or_default();
+            assert!(error.to_lowercase().contains("certificate"), "{error}");
+            assert!(matches!(
+                refused.publish(&ch, publication(2), None).await,
+                Err(BrokerError::Unavailable(_))
+            ));
+        }
+        // Plain redis:// to the TLS port gets nowhere either.
+        let plain = RedisBroker::new(&config(
+            &format!("redis://127.0.0.1:{}", redis.port),
+            false,
+            30,
+        ))
+        .unwrap();
+        assert!(!plain.wait_healthy(Duration::from_secs(2)).await);
     })
     .await;
 }
