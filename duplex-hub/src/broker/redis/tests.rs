@@ -279,6 +279,8 @@ pub(crate) struct RedisCluster {
     children: Vec<Child>,
     ports: Vec<u16>,
     dir: PathBuf,
+    /// Over TLS only (clients and the cluster bus), with these certificates.
+    tls: Option<Certificates>,
 }
 
 fn free_pair() -> u16 {
@@ -306,6 +308,10 @@ fn redis_cli(args: &[&str]) -> String {
 
 impl RedisCluster {
     pub(crate) fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let ports: Vec<u16> = (0..3).map(|_| free_pair()).collect();
         let dir = std::env::temp_dir().join(format!(
             "duplex-redis-cluster-{}-{}",
@@ -317,11 +323,25 @@ impl RedisCluster {
             children: Vec::new(),
             ports: ports.clone(),
             dir: dir.clone(),
+            tls: tls.then(|| Certificates::new(dir.join("certs"))),
         };
         for port in &ports {
             let port = port.to_string();
-            let child = Command::new("redis-server")
-                .args(["--port", &port, "--bind", "127.0.0.1"])
+            let mut command = Command::new("redis-server");
+            match &cluster.tls {
+                None => command.args(["--port", &port]),
+                Some(certs) => command
+                    .args(["--port", "0", "--tls-port", &port, "--tls-cluster", "yes"])
+                    .args(["--tls-auth-clients", "no"])
+                    .arg("--tls-cert-file")
+                    .arg(certs.path("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(certs.path("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(certs.path("ca.pem")),
+            };
+            let child = command
+                .args(["--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -342,13 +362,15 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        let mut create = cluster.tls_args();
+        create.extend(["--cluster".to_owned(), "create".to_owned()]);
         create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
         create.push("--cluster-yes".to_owned());
         redis_cli(&create.iter().map(String::as_str).collect::<Vec<_>>());
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in &ports {
-            while !redis_cli(&["-p", &port.to_string(), "cluster", "info"])
+        for node in 0..ports.len() {
+            while !cluster
+                .cli(node, &["cluster", "info"])
                 .contains("cluster_state:ok")
             {
                 assert!(Instant::now() < deadline, "the cluster never became ok");
@@ -359,14 +381,33 @@ impl RedisCluster {
     }
 
     pub(crate) fn url(&self, node: usize) -> String {
-        format!("redis://127.0.0.1:{}", self.ports[node])
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.ports[node])
+    }
+
+    /// redis-cli's TLS options, when the cluster speaks TLS.
+    fn tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            Some(certs) => vec![
+                "--tls".to_owned(),
+                "--cacert".to_owned(),
+                certs.path("ca.pem").display().to_string(),
+            ],
+            None => Vec::new(),
+        }
     }
 
     fn cli(&self, node: usize, args: &[&str]) -> String {
-        let port = self.ports[node].to_string();
-        let mut all = vec!["-p", &port];
-        all.extend_from_slice(args);
-        redis_cli(&all).trim().to_owned()
+        let mut all = self.tls_args();
+        all.extend(["-p".to_owned(), self.ports[node].to_string()]);
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        redis_cli(&all.iter().map(String::as_str).collect::<Vec<_>>())
+            .trim()
+            .to_owned()
     }
 
     fn id(&self, node: usize) -> String {
@@ -435,6 +476,7 @@ impl Drop for RedisCluster {
 fn cluster_config(cluster: &RedisCluster, sharded: bool) -> BrokerConfig {
     BrokerConfig {
         cluster: true,
+        tls_ca_file: cluster.tls.as_ref().map(|certs| certs.path("ca.pem")),
         // Only the first master as a seed: the others are discovered.
         ..config(&cluster.url(0), sharded, 30)
     }
@@ -459,6 +501,16 @@ async fn behaves_as_a_broker_on_a_cluster_with_sharded_pubsub() {
         let ch = ChannelName::new("chat:sharded").unwrap();
         broker.subscribe(&ch).await.unwrap();
         assert!(broker.channels().await.unwrap().contains(&ch));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn behaves_as_a_broker_on_a_cluster_over_tls() {
+    bounded(async {
+        let cluster = RedisCluster::start_with(true);
+        let broker = broker(&cluster_config(&cluster, true)).await;
+        crate::broker::suite::run(broker).await;
     })
     .await;
 }
