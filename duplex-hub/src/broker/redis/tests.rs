@@ -312,7 +312,10 @@ impl RedisCluster {
     }
 
     fn start_with(tls: bool) -> Self {
-        let ports: Vec<u16> = (0..3).map(|_| free_pair()).collect();
+        Self::start_on((0..3).map(|_| free_pair()).collect(), tls)
+    }
+
+    fn start_on(ports: Vec<u16>, tls: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "duplex-redis-cluster-{}-{}",
             std::process::id(),
@@ -511,6 +514,52 @@ async fn behaves_as_a_broker_on_a_cluster_over_tls() {
         let cluster = RedisCluster::start_with(true);
         let broker = broker(&cluster_config(&cluster, true)).await;
         crate::broker::suite::run(broker).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cluster_unreachable_at_start_is_retried_until_it_comes() {
+    bounded(async {
+        let ports: Vec<u16> = (0..3).map(|_| free_pair()).collect();
+        let url = format!("redis://127.0.0.1:{}", ports[0]);
+        let config = BrokerConfig {
+            cluster: true,
+            ..config(&url, true, 30)
+        };
+        let broker = RedisBroker::new(&config).unwrap();
+        assert!(!broker.wait_healthy(Duration::from_millis(500)).await);
+        assert!(broker.last_error().is_some());
+        let ch = ChannelName::new("chat:late").unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            broker.publish(&ch, publication(1), None).await,
+            Err(BrokerError::Unavailable(_))
+        ));
+        assert!(matches!(
+            broker.subscribe(&ch).await,
+            Err(BrokerError::Unavailable(_))
+        ));
+        assert!(started.elapsed() < Duration::from_secs(8), "fails fast");
+        let _cluster = RedisCluster::start_on(ports, false);
+        assert!(
+            broker.wait_healthy(Duration::from_secs(20)).await,
+            "{:?}",
+            broker.last_error()
+        );
+        let deliveries = Arc::new(Deliveries::default());
+        let handler: Arc<dyn BrokerHandler> = deliveries.clone();
+        broker.register(Arc::downgrade(&handler));
+        broker.subscribe(&ch).await.unwrap();
+        let options = HistoryOptions {
+            size: 10,
+            ttl: Duration::from_secs(60),
+        };
+        broker
+            .publish(&ch, publication(1), Some(options))
+            .await
+            .unwrap();
+        deliveries.wait_for(&ch, &[1]).await;
     })
     .await;
 }
