@@ -14,7 +14,10 @@ exactly once, whatever happens):
             proxy hear each other's messages exactly once, in order.
   failover  subscribers through the proxy, some on node A; node A is killed
             (SIGKILL, by PID) while node C's HTTP API publishes; A's clients
-            reconnect through the proxy to another node and recover the gap.
+            reconnect through the proxy to another node and recover the gap;
+            once A's presence entries expire (--presence-ttl, the nodes'
+            broker.presence_ttl_secs), every other subscriber gets one `leave`
+            per client A had, and presence stops listing them.
   reload    subscribers through the proxy while node C's HTTP API publishes;
             a command (nginx -s reload) runs meanwhile; every client keeps
             receiving or reconnects and recovers, nothing lost or repeated.
@@ -94,6 +97,7 @@ class Sub:
         self.client_ids: list[str] = []
         self.errors: list[str] = []
         self.recoveries: list[tuple[bool, int]] = []  # (recovered, publications in reply)
+        self.leaves: list[tuple[float, str]] = []  # (monotonic time, client) of leave pushes
         self.ready = asyncio.Event()
         self.progress = asyncio.Event()
         self.stopping = False
@@ -153,6 +157,8 @@ class Sub:
                         msg = json.loads(raw)
                         if msg.get("push") == "publication" and msg.get("channel") == self.channel:
                             self.accept(msg)
+                        elif msg.get("push") == "leave" and msg.get("channel") == self.channel:
+                            self.leaves.append((time.monotonic(), msg.get("info", {}).get("client")))
                         elif msg.get("push") == "disconnect":
                             info(f"{self.name}: disconnect push {msg}")
             except (ConnectionClosed, InvalidHandshake, InvalidStatus, OSError, asyncio.TimeoutError) as e:
@@ -406,6 +412,30 @@ async def cmd_failover(a: argparse.Namespace) -> int:
           f"offsets {[x['offset'] for x in sent][:10]}...")
     check_stream(label, subs, expected, "every subscriber has every publication once, in order (nothing lost or repeated across the kill)")
     info(f"recovered publications per reconnect: {recs}")
+
+    # Node A could not say that its clients left: their presence entries expire after the
+    # TTL, and the sweep of a live node announces each leave once.
+    gone = sorted(s.client_ids[0] for s in on_victim if s.client_ids)
+    others = [s for s in subs if s.nodes and s.nodes[0] != victim]
+    sweep = min(5.0, a.presence_ttl / 3)
+    deadline = t_kill + a.presence_ttl + sweep + 3
+    while time.monotonic() < deadline and not all(set(gone) <= {c for _, c in s.leaves} for s in others):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2 * sweep)  # more sweeps: still once
+    times = [t - t_kill for s in others for t, _ in s.leaves]
+    bad = [f"{s.name}: {sorted(c for _, c in s.leaves)}" for s in others if sorted(c for _, c in s.leaves) != gone]
+    # An entry expires a TTL after its latest heartbeat, sent every third of the TTL.
+    earliest = a.presence_ttl * 2 / 3 - 0.2
+    check(label, f"each of the {len(others)} subscribers on other nodes got one leave per client of node A "
+          f"({len(gone)}), {earliest:.1f} to {a.presence_ttl + sweep + 3:g} s after the kill",
+          bool(others) and not bad and bool(times) and min(times) >= earliest,
+          f"expected {gone}; " + "; ".join(bad[:3]) + f"; after {min(times, default=0):.1f}-{max(times, default=0):.1f} s")
+    info(f"leave pushes for node A's clients arrived {min(times, default=0):.1f} to {max(times, default=0):.1f} s after the kill "
+         f"(presence TTL {a.presence_ttl:g} s, sweep every {sweep:g} s)")
+    st, body = await api(api_port, "GET", f"/api/presence/{ch}", a.key)
+    listed = set(body["result"]["clients"]) if st == 200 else set()
+    check(label, "presence no longer lists node A's clients", st == 200 and not (listed & set(gone)),
+          f"status {st}, still listed: {sorted(listed & set(gone))}")
     await stop_subs(subs, tasks)
     return 0
 
@@ -480,6 +510,7 @@ def main() -> int:
     r.add_argument("--proxy-base", required=True, help="ws://127.0.0.1:PORT")
     k = sp.add_parser("failover", parents=[common])
     k.add_argument("--kill-pid", type=int, required=True, help="PID of node A")
+    k.add_argument("--presence-ttl", type=float, required=True, help="the nodes' broker.presence_ttl_secs")
     rl = sp.add_parser("reload", parents=[common])
     rl.add_argument("--reload-cmd", required=True)
     rl.add_argument("--hold", type=float, default=12.0, help="seconds to keep publishing after the reload")

@@ -10,16 +10,21 @@
 # Starts its own redis-server on a free port (no persistence), then for each
 # proxy a fresh trio of nodes A, B, C (--broker, --api-key, --publish-rate
 # 10000) and the proxy itself (nginx -c/-p/-e in a temporary directory with
-# `daemon off`; haproxy -f -db), and checks with scale/check.py:
+# `daemon off`; haproxy -W -db -f), and checks with scale/check.py:
 #   fanout    clients through the proxy receive, once and in order, what a
 #             duplex.v1 client on node B and node C's HTTP API publish;
 #             presence and history are the same on every node;
 #   rooms     raw-room clients on every node and one through the proxy hear
 #             each other;
-#   reload    (nginx) `nginx -s reload` under traffic: established clients keep
-#             receiving or reconnect and recover, nothing lost or repeated;
+#   reload    `nginx -s reload`, or SIGUSR2 to HAProxy's master (master-worker
+#             mode, -W), under traffic: established clients keep receiving
+#             until the old workers' deadline (worker_shutdown_timeout,
+#             hard-stop-after: 10 s here), then reconnect and recover; nothing
+#             lost or repeated;
 #   failover  node A is killed (SIGKILL by PID): its clients reconnect
-#             through the proxy to another node and recover the gap.
+#             through the proxy to another node and recover the gap; after the
+#             presence TTL (3 s here) the other subscribers get one `leave`
+#             per client A had, and presence stops listing them.
 # The system's nginx and haproxy services are never touched. A missing
 # nginx, haproxy or redis-server is a failure (scripts/test.sh setup installs
 # them). Every process started here is stopped by PID on exit.
@@ -41,6 +46,8 @@ read -r -a PROXIES <<<"${SCALE_PROXIES:-nginx haproxy}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 BIN="${DUPLEX_BIN:-$TARGET_DIR/release/duplex}"
 KEY="scale-test-api-key-0123456789"
+# Short, so that the crashed node's clients leave within the failover check.
+PRESENCE_TTL=3
 export NO_COLOR=1
 START=$SECONDS
 
@@ -209,7 +216,8 @@ start_nodes() {
         name="$proxy-${n,,}"
         logf="$WORK/node-$name.err"
         "$BIN" serve --broker "redis://127.0.0.1:$REDIS_PORT" --listen 127.0.0.1:0 --api-key "$KEY" \
-            --publish-rate 10000 --node-name "$name" --set shutdown.drain_secs=1 >/dev/null 2>"$logf" &
+            --publish-rate 10000 --node-name "$name" --set shutdown.drain_secs=1 \
+            --set broker.presence_ttl_secs="$PRESENCE_TTL" >/dev/null 2>"$logf" &
         pid=$!
         PIDS+=("$pid")
         if ! port="$(wait_for_port "$logf" "$pid")"; then
@@ -256,7 +264,8 @@ substitute() {
     sed -e "s/127\.0\.0\.1:8081/127.0.0.1:$PORT_A/; s/127\.0\.0\.1:8082/127.0.0.1:$PORT_B/" \
         -e "s/127\.0\.0\.1:8083/127.0.0.1:$PORT_C/" \
         -e "s/^\( *\)listen 80;/\1listen 127.0.0.1:$2;/; s/^\( *\)bind :80$/\1bind 127.0.0.1:$2/" \
-        -e "s|^\( *\)log /dev/log local0$|\1log stdout format raw local0|" "$1"
+        -e "s|^\( *\)log /dev/log local0$|\1log stdout format raw local0|" \
+        -e "s/^\( *\)hard-stop-after 10m$/\1hard-stop-after 10s/" "$1"
 }
 
 # --- the proxies ----------------------------------------------------------------------
@@ -316,7 +325,9 @@ start_haproxy() {
         record 0 "haproxy: haproxy -c accepts the configuration" "$(tail -n 3 "$dir/c.err")"
         return 1
     fi
-    "$HAPROXY" -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
+    # Master-worker mode (-W), in the foreground (-db): SIGUSR2 to the master
+    # ($!) reloads, as `systemctl reload haproxy` does.
+    "$HAPROXY" -W -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     if "$PY" "$HERE/check.py" wait-http "http://127.0.0.1:$PROXY_PORT/readyz" --timeout 20; then
@@ -347,10 +358,28 @@ for proxy in "${PROXIES[@]}"; do
             else
                 record 0 "nginx reload: the master logged 'reconfiguring'" "not in error.log"
             fi
+        else
+            run_check "$proxy" reload --proxy "$WS/ws" --channel "chat:reload-$proxy" \
+                --reload-cmd "kill -USR2 $PROXY_PID"
+            HA_LOG="$WORK/haproxy/haproxy.log"
+            if grep -q 'Reloading HAProxy' "$HA_LOG" &&
+                [[ "$(grep -c 'Loading success' "$HA_LOG")" -ge 2 ]]; then
+                record 1 "haproxy reload: the master logged 'Reloading HAProxy' and loaded new workers"
+            else
+                record 0 "haproxy reload: the master reloaded" "no 'Reloading HAProxy' and second 'Loading success'"
+                show_log haproxy "$HA_LOG"
+            fi
+            if grep -q 'performing a hard-stop' "$HA_LOG" && grep -q 'Former worker .* exited' "$HA_LOG"; then
+                record 1 "haproxy reload: the old worker closed what it held at hard-stop-after and exited"
+            else
+                record 0 "haproxy reload: the old worker stopped at hard-stop-after" "not in its output"
+                show_log haproxy "$HA_LOG"
+            fi
         fi
         KILLED_A=1
         # (stderr: bash's notice that node A was "Killed", which is the point)
-        run_check "$proxy" failover --proxy "$WS/ws" --channel "chat:failover-$proxy" --kill-pid "$PID_A" 2>/dev/null
+        run_check "$proxy" failover --proxy "$WS/ws" --channel "chat:failover-$proxy" --kill-pid "$PID_A" \
+            --presence-ttl "$PRESENCE_TTL" 2>/dev/null
         if kill -0 "$PROXY_PID" 2>/dev/null; then
             stop_pid "$PROXY_PID" 10
             record 1 "$proxy: still running at the end, stopped by PID"

@@ -115,6 +115,7 @@ step_setup() {
     command -v cmp >/dev/null || missing+=(diffutils)
     command -v tmux >/dev/null || missing+=(tmux) # duplex connect's interactive-mode tests
     command -v redis-server >/dev/null || missing+=(redis-server) # duplex-hub's Redis broker tests
+    command -v redis-cli >/dev/null || missing+=(redis-tools) # redis-cli --cluster create, for the Cluster tests
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
     [[ -x /usr/bin/chromium ]] || missing+=(chromium) # the browser step's headless Chromium
     if ((${#missing[@]})); then apt_install "${missing[@]}" || return 1; fi

@@ -171,12 +171,26 @@ pub struct RoomsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `redis://[user:password@]host[:port][/db]`: publications, history and presence go
-    /// through this Redis, shared by every node using it. Default: none (the in-memory
-    /// broker, a single node).
+    /// `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS): publications,
+    /// history and presence go through this Redis, shared by every node using it. Default:
+    /// none (the in-memory broker, a single node).
     pub url: Option<String>,
+    /// With `rediss://`: PEM file of the certificate authorities to trust for the Redis
+    /// server's certificate, instead of the system's. Default: none.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: PEM file of this node's client certificate, for a Redis that
+    /// authenticates clients (`tls-auth-clients yes`); with `tls_key_file`. Default: none.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`. Default: none.
+    pub tls_key_file: Option<PathBuf>,
+    /// `url` is a node of a Redis Cluster: connect to every master, route each command to the
+    /// master of its slot and follow `MOVED`/`ASK` redirections. Default `false`.
+    pub cluster: bool,
+    /// More Redis Cluster nodes to discover the cluster from when the node of `url` does not
+    /// answer (with `cluster` only). Default: none.
+    pub cluster_seeds: Vec<String>,
     /// Use sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7), the mode meant for Redis
-    /// Cluster (following a Cluster's redirections is not supported yet). Default `false`.
+    /// Cluster: a message goes to the shard of its channel only. Default `false`.
     pub sharded: bool,
     /// Prefix of every Redis key and Pub/Sub channel, so hubs can share a Redis.
     /// Default `"duplex:"`.
@@ -190,6 +204,11 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             url: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            cluster: false,
+            cluster_seeds: Vec::new(),
             sharded: false,
             prefix: "duplex:".to_owned(),
             presence_ttl_secs: 30,
@@ -691,6 +710,63 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
         if let Err(e) = crate::broker::redis::check_url(url) {
             return Err(ConfigError::at("broker.url", e));
         }
+        if b.cluster {
+            if let Err(e) = crate::broker::redis::check_cluster_url(url) {
+                return Err(ConfigError::at("broker.url", e));
+            }
+        }
+    }
+    if !b.cluster_seeds.is_empty() && !b.cluster {
+        return Err(ConfigError::at(
+            "broker.cluster_seeds",
+            "only with broker.cluster = true",
+        ));
+    }
+    if b.cluster && b.url.is_none() {
+        return Err(ConfigError::at(
+            "broker.cluster",
+            "needs broker.url (a node of the cluster)",
+        ));
+    }
+    let tls = b.url.as_deref().is_some_and(|u| u.starts_with("rediss:"));
+    for seed in &b.cluster_seeds {
+        if let Err(e) = crate::broker::redis::check_url(seed)
+            .and_then(|()| crate::broker::redis::check_cluster_url(seed))
+        {
+            return Err(ConfigError::at("broker.cluster_seeds", e));
+        }
+        if seed.starts_with("rediss:") != tls {
+            return Err(ConfigError::at(
+                "broker.cluster_seeds",
+                format!("{seed:?}: every seed uses the scheme of broker.url"),
+            ));
+        }
+    }
+    for (key, path, what) in [
+        ("broker.tls_ca_file", &b.tls_ca_file, "CERTIFICATE"),
+        ("broker.tls_cert_file", &b.tls_cert_file, "CERTIFICATE"),
+        ("broker.tls_key_file", &b.tls_key_file, "PRIVATE KEY"),
+    ] {
+        let Some(path) = path else { continue };
+        if !tls {
+            return Err(ConfigError::at(key, "only with a rediss:// broker.url"));
+        }
+        match std::fs::read_to_string(path) {
+            Ok(pem) if pem.contains("-----BEGIN ") && pem.contains(what) => {}
+            Ok(_) => {
+                return Err(ConfigError::at(
+                    key,
+                    format!("{}: no PEM {what} in it", path.display()),
+                ))
+            }
+            Err(e) => return Err(ConfigError::at(key, format!("{}: {e}", path.display()))),
+        }
+    }
+    if b.tls_cert_file.is_some() != b.tls_key_file.is_some() {
+        return Err(ConfigError::at(
+            "broker.tls_cert_file",
+            "tls_cert_file and tls_key_file go together",
+        ));
     }
     if b.prefix.is_empty()
         || b.prefix.len() > 64
@@ -943,10 +1019,49 @@ mod tests {
             ("app1:", 9)
         );
         assert_eq!(HubConfig::default().broker.url, None, "memory by default");
+        let s = load(
+            "[broker]\nurl = \"redis://redis-1.internal:7000\"\ncluster = true\n\
+             cluster_seeds = [\"redis://redis-2.internal:7000\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(s.broker.cluster);
+        assert_eq!(s.broker.cluster_seeds, ["redis://redis-2.internal:7000"]);
         for (toml, key) in [
+            ("url = \"redis://h/2\"\ncluster = true", "broker.url:"),
+            ("cluster = true", "broker.cluster:"),
+            (
+                "url = \"redis://h\"\ncluster_seeds = [\"redis://g\"]",
+                "broker.cluster_seeds:",
+            ),
+            (
+                "url = \"redis://h\"\ncluster = true\ncluster_seeds = [\"h:1\"]",
+                "broker.cluster_seeds:",
+            ),
             ("url = \"http://127.0.0.1:6379\"", "broker.url:"),
             ("url = \"redis://\"", "broker.url:"),
-            ("url = \"rediss://h:6380\"", "broker.url:"),
+            ("url = \"rediss://\"", "broker.url:"),
+            (
+                "url = \"redis://h\"\ntls_ca_file = \"/etc/hostname\"",
+                "broker.tls_ca_file:",
+            ),
+            (
+                "url = \"rediss://h\"\ntls_ca_file = \"/nonexistent/ca.pem\"",
+                "broker.tls_ca_file:",
+            ),
+            (
+                "url = \"rediss://h\"\ntls_ca_file = \"/etc/hostname\"",
+                "broker.tls_ca_file:",
+            ),
+            (
+                "url = \"rediss://h\"\ntls_key_file = \"/etc/hostname\"",
+                "broker.tls_key_file:",
+            ),
+            (
+                "url = \"rediss://h\"\ncluster = true\ncluster_seeds = [\"redis://g\"]",
+                "broker.cluster_seeds:",
+            ),
             ("prefix = \"a{b}\"", "broker.prefix:"),
             ("prefix = \"\"", "broker.prefix:"),
             ("presence_ttl_secs = 1", "broker.presence_ttl_secs:"),

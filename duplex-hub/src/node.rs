@@ -465,6 +465,11 @@ impl BrokerHandler for Node {
     }
 
     fn handle_event(&self, channel: &ChannelName, event: ChannelEvent) {
+        // A broker announces the leave of every expired presence entry (the clients of a
+        // crashed node); only namespaces with join/leave pass it on.
+        if !self.namespace(channel).is_some_and(|ns| ns.join_leave) {
+            return;
+        }
         let (kind, info) = match &event {
             ChannelEvent::Join(info) => ("join", info),
             ChannelEvent::Leave(info) => ("leave", info),

@@ -285,7 +285,8 @@ async fn two_nodes_are_one_hub() {
 
 /// A node that shuts down takes its clients out of presence everywhere, and the other nodes'
 /// subscribers see them leave. (A node that crashes cannot: its entries expire after
-/// `presence_ttl_secs`, see the broker's unit tests.)
+/// `presence_ttl_secs` and a live node's sweep announces their leave; see the broker's unit
+/// tests and the failover check of scale/run.sh.)
 #[tokio::test]
 async fn a_stopped_nodes_clients_leave_everywhere() {
     bounded(async {

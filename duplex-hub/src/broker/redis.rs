@@ -6,12 +6,20 @@
 //!   (the [`Node`](crate::Node) asks once per channel, not once per client), on one RESP3
 //!   connection per node whose messages one task hands to the [`BrokerHandler`]. Sharded
 //!   Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`) is used with `broker.sharded`.
+//! * **Redis Cluster** (`broker.cluster`): commands and subscriptions go to the master of
+//!   their slot, redirections (`MOVED`, `ASK`) are followed, and every key of a channel carries
+//!   the channel as its hash tag, so a script's keys are always in one slot.
 //! * **History**: a Lua script assigns the offset, appends to a capped stream and publishes,
 //!   atomically, so delivery order is offset order whichever node published (see
 //!   `scripts.rs` for the keys).
 //! * **Presence** is a hash per channel with a per-client expiry; this node refreshes its
 //!   own clients every third of `broker.presence_ttl_secs`, so the clients of a crashed node
-//!   disappear after that TTL.
+//!   disappear after that TTL. Every node sweeps the channels where it has presence entries
+//!   of its own (so: subscribers) every [`SWEEP_INTERVAL`](crate::broker::SWEEP_INTERVAL) at
+//!   most; a script removes the expired entries and publishes their leave in one step, so
+//!   the subscribers on every node hear each crashed client leave once.
+//! * **TLS**: `rediss://` URLs, trusting the system's certificate authorities or those of
+//!   `broker.tls_ca_file`, with a client certificate when `broker.tls_cert_file` is set.
 //! * **Outages**: commands go through a pool of multiplexed connections that reconnect by
 //!   themselves. The Pub/Sub connection is watched (pings); when it drops, the broker reports
 //!   itself unhealthy (`/readyz` answers 503), reconnects with backoff, subscribes again to
@@ -19,6 +27,7 @@
 //!   clients that stayed connected lose nothing that history still holds. The same check
 //!   fills any gap in offsets between two deliveries.
 
+mod conn;
 mod envelope;
 mod scripts;
 mod subscriber;
@@ -29,8 +38,9 @@ use super::{
 };
 use crate::channel::ChannelName;
 use crate::config::BrokerConfig;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::{IntoConnectionInfo, ProtocolVersion, RedisError};
+use ::redis::{ClientTlsConfig, IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates};
+use conn::{Backend, Commands, PubSub, Subscription};
+use futures_util::StreamExt;
 use scripts::SCRIPTS;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -50,7 +60,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for a TCP connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Checks that `url` is a Redis URL this broker can use: `redis://host[:port][/db]`.
+/// Checks that `url` is a Redis URL this broker can use: `redis://host[:port][/db]`, or
+/// `rediss://...` for TLS.
 ///
 /// # Errors
 /// A message saying what is wrong.
@@ -58,11 +69,11 @@ pub fn check_url(url: &str) -> Result<(), String> {
     let parsed = ::redis::parse_redis_url(url)
         .ok_or_else(|| format!("{url:?} is not a URL like redis://127.0.0.1:6379"))?;
     match parsed.scheme() {
-        "redis" => {}
-        "rediss" => return Err("TLS (rediss://) is not supported yet; use redis://".into()),
+        "redis" | "rediss" => {}
         other => {
             return Err(format!(
-                "unsupported scheme {other:?}: expected redis://host[:port][/db]"
+                "unsupported scheme {other:?}: expected redis://host[:port][/db] \
+                 (rediss:// for TLS)"
             ))
         }
     }
@@ -72,6 +83,23 @@ pub fn check_url(url: &str) -> Result<(), String> {
     url.into_connection_info()
         .map(|_| ())
         .map_err(|e| format!("{url:?}: {e}"))
+}
+
+/// Checks that `url` can name a Redis Cluster node: database 0 (a cluster has no other).
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn check_cluster_url(url: &str) -> Result<(), String> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("{url:?}: {e}"))?;
+    if info.redis_settings().db() != 0 {
+        return Err(format!(
+            "{url:?}: a Redis Cluster has only database 0; remove the /{} from the URL",
+            info.redis_settings().db()
+        ));
+    }
+    Ok(())
 }
 
 /// The Redis broker; see the [module docs](self). Cheap to share behind an `Arc`; dropping
@@ -87,6 +115,7 @@ impl std::fmt::Debug for RedisBroker {
             .field("address", &self.inner.address)
             .field("prefix", &self.inner.prefix)
             .field("sharded", &self.inner.sharded)
+            .field("cluster", &self.inner.cluster)
             .field("healthy", &self.is_healthy())
             .finish_non_exhaustive()
     }
@@ -94,21 +123,22 @@ impl std::fmt::Debug for RedisBroker {
 
 /// State shared by the broker and its tasks.
 struct Inner {
-    /// `host:port/db`, without credentials, for logs.
+    /// `host:port/db` (or `cluster host:port,...`), without credentials, for logs.
     address: String,
     prefix: String,
     sharded: bool,
+    cluster: bool,
     presence_ttl: Duration,
-    /// For the Pub/Sub connection (RESP3, so one connection carries both pushes and
-    /// replies).
-    client: ::redis::Client,
-    pool: Vec<ConnectionManager>,
+    /// Where Redis is; opens the Pub/Sub connection (RESP3, so one connection carries both
+    /// pushes and replies).
+    backend: Backend,
+    pool: Vec<Commands>,
     next: AtomicUsize,
     handler: RwLock<Option<Weak<dyn BrokerHandler>>>,
     /// Channels this node wants delivered.
     wanted: Mutex<HashSet<ChannelName>>,
     /// The Pub/Sub connection while it is up.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<PubSub>>,
     /// Generation of the current Pub/Sub connection (pushes of older ones are stale).
     generation: Arc<AtomicU64>,
     /// Signalled when the current Pub/Sub connection dropped.
@@ -151,7 +181,7 @@ impl Inner {
             .and_then(Weak::upgrade)
     }
 
-    fn connection(&self) -> ConnectionManager {
+    fn connection(&self) -> Commands {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
         self.pool[i].clone()
     }
@@ -184,6 +214,15 @@ impl Inner {
         *lock(&self.last_error) = Some(error.to_string());
     }
 
+    /// `1` when scripts must `SPUBLISH`.
+    fn sharded_flag(&self) -> &'static str {
+        if self.sharded {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
     fn publish_command(&self) -> &'static str {
         if self.sharded {
             "SPUBLISH"
@@ -201,16 +240,8 @@ impl Inner {
                 "redis: not connected (reconnecting)".into(),
             ));
         };
-        let command = match (on, self.sharded) {
-            (true, false) => "SUBSCRIBE",
-            (true, true) => "SSUBSCRIBE",
-            (false, false) => "UNSUBSCRIBE",
-            (false, true) => "SUNSUBSCRIBE",
-        };
-        let cmd = ::redis::cmd(command)
-            .arg(self.pubsub_channel(channel))
-            .to_owned();
-        timed(conn.send_packed_command(&cmd)).await.map(drop)
+        let what = Subscription::new(on, self.sharded);
+        timed(conn.subscription(what, &self.pubsub_channel(channel))).await
     }
 }
 
@@ -230,34 +261,55 @@ impl RedisBroker {
             .as_deref()
             .ok_or_else(|| BrokerError::Unavailable("broker.url is not set".into()))?;
         check_url(url).map_err(BrokerError::Unavailable)?;
-        let info = url.into_connection_info().map_err(unavailable)?;
-        let address = format!("{}/{}", info.addr(), info.redis_settings().db());
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client =
-            ::redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(unavailable)?;
-        let commands = ::redis::Client::open(info).map_err(unavailable)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let pool = (0..POOL_SIZE)
-            .map(|_| {
-                ConnectionManager::new_lazy_with_config(commands.clone(), manager_config.clone())
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
+        let certificates = tls_certificates(config)?;
+        let (backend, address) = if config.cluster {
+            let mut seeds = Vec::new();
+            for seed in std::iter::once(url).chain(config.cluster_seeds.iter().map(String::as_str))
+            {
+                check_url(seed)
+                    .and_then(|()| check_cluster_url(seed))
+                    .map_err(BrokerError::Unavailable)?;
+                seeds.push(seed.into_connection_info().map_err(unavailable)?);
+            }
+            let address = format!(
+                "cluster {}",
+                seeds
+                    .iter()
+                    .map(|s| s.addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            (
+                Backend::Cluster {
+                    seeds,
+                    certificates,
+                },
+                address,
+            )
+        } else {
+            let info = url.into_connection_info().map_err(unavailable)?;
+            let address = format!("{}/{}", info.addr(), info.redis_settings().db());
+            let resp3 = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let open = |info: ::redis::ConnectionInfo| match &certificates {
+                Some(certificates) => ::redis::Client::build_with_tls(info, certificates.clone()),
+                None => ::redis::Client::open(info),
+            };
+            let pubsub = open(info.clone().set_redis_settings(resp3)).map_err(unavailable)?;
+            let commands = open(info).map_err(unavailable)?;
+            (Backend::Single { pubsub, commands }, address)
+        };
+        let pool = backend.pool(POOL_SIZE).map_err(unavailable)?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             address,
             prefix: config.prefix.clone(),
             sharded: config.sharded,
+            cluster: config.cluster,
             presence_ttl: Duration::from_secs(config.presence_ttl_secs),
-            client,
+            backend,
             pool,
             next: AtomicUsize::new(0),
             handler: RwLock::new(None),
@@ -274,6 +326,7 @@ impl RedisBroker {
             tokio::spawn(subscriber::connect_loop(inner.clone())),
             tokio::spawn(subscriber::dispatch(inner.clone(), events_rx)),
             tokio::spawn(heartbeat(inner.clone())),
+            tokio::spawn(sweep_presence(inner.clone())),
         ];
         Ok(Self { inner, tasks })
     }
@@ -298,6 +351,36 @@ impl RedisBroker {
     }
 }
 
+/// The CA and client certificate files of `config`, read; `None` when it names none.
+fn tls_certificates(config: &BrokerConfig) -> Result<Option<TlsCertificates>, BrokerError> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| BrokerError::Unavailable(format!("broker.{key}: {}: {e}", path.display())))
+    };
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(read("tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("tls_cert_file", cert)?,
+            client_key: read("tls_key_file", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(BrokerError::Unavailable(
+                "broker.tls_cert_file and broker.tls_key_file go together".into(),
+            ))
+        }
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
+
 impl Drop for RedisBroker {
     fn drop(&mut self) {
         for task in &self.tasks {
@@ -309,62 +392,113 @@ impl Drop for RedisBroker {
 /// Refreshes this node's presence entries every third of the presence TTL.
 async fn heartbeat(inner: Arc<Inner>) {
     let period = inner.presence_ttl / 3;
-    let ttl_ms = inner.presence_ttl.as_millis() as u64;
     loop {
         tokio::time::sleep(period).await;
-        let entries: Vec<(ChannelName, String, String)> = lock(&inner.presence)
-            .iter()
-            .flat_map(|(channel, clients)| {
-                clients.iter().map(|(client, info)| {
+        refresh_presence(&inner).await;
+    }
+}
+
+/// Sends this node's presence entries again: one pipeline per channel (its keys share a
+/// slot, as a Redis Cluster requires), several channels at once.
+async fn refresh_presence(inner: &Inner) {
+    let ttl_ms = inner.presence_ttl.as_millis() as u64;
+    let channels: Vec<(ChannelName, Vec<(String, String)>)> = lock(&inner.presence)
+        .iter()
+        .map(|(channel, clients)| {
+            let entries = clients
+                .iter()
+                .map(|(client, info)| {
                     let json = serde_json::to_string(info).expect("ClientInfo serialises");
-                    (channel.clone(), client.clone(), json)
+                    (client.clone(), json)
                 })
-            })
-            .collect();
-        if entries.is_empty() {
-            continue;
-        }
-        let mut conn = inner.connection();
-        if let Err(e) = timed(SCRIPTS.presence_add.prepare_invoke().load_async(&mut conn)).await {
-            debug!(error = %e, "presence heartbeat failed");
-            continue;
-        }
-        for chunk in entries.chunks(256) {
-            let mut pipe = ::redis::pipe();
-            for (channel, client, json) in chunk {
-                let mut invocation = SCRIPTS.presence_add.prepare_invoke();
-                invocation
-                    .key(inner.key(channel, "pr"))
-                    .key(inner.key(channel, "pe"))
-                    .arg(client)
-                    .arg(json)
-                    .arg(ttl_ms);
-                pipe.invoke_script(&invocation).ignore();
-            }
-            if let Err(e) = timed(pipe.exec_async(&mut conn)).await {
-                debug!(error = %e, "presence heartbeat failed");
-                break;
-            }
-        }
-        // A client removed while the heartbeat was on its way may have been added back:
-        // remove it again rather than leave it for a TTL.
-        let mut pipe = ::redis::pipe();
-        {
-            let presence = lock(&inner.presence);
-            for (channel, client, _) in &entries {
-                if !presence
-                    .get(channel)
-                    .is_some_and(|clients| clients.contains_key(client))
-                {
-                    remove_presence_commands(&mut pipe, &inner, channel, client);
+                .collect();
+            (channel.clone(), entries)
+        })
+        .collect();
+    if channels.is_empty() {
+        return;
+    }
+    // Pipelined invocations are EVALSHA only: load the script first (on every master).
+    if let Err(e) = timed(
+        SCRIPTS
+            .presence_add
+            .prepare_invoke()
+            .load_async(&mut inner.connection()),
+    )
+    .await
+    {
+        debug!(error = %e, "presence heartbeat failed");
+        return;
+    }
+    futures_util::stream::iter(channels)
+        .for_each_concurrent(conn::CLUSTER_CONCURRENCY, |(channel, entries)| async move {
+            let mut conn = inner.connection();
+            for chunk in entries.chunks(256) {
+                let mut pipe = ::redis::pipe();
+                for (client, json) in chunk {
+                    let mut invocation = SCRIPTS.presence_add.prepare_invoke();
+                    invocation
+                        .key(inner.key(&channel, "pr"))
+                        .key(inner.key(&channel, "pe"))
+                        .arg(client)
+                        .arg(json)
+                        .arg(ttl_ms);
+                    pipe.invoke_script(&invocation).ignore();
+                }
+                if let Err(e) = timed(pipe.exec_async(&mut conn)).await {
+                    debug!(%channel, error = %e, "presence heartbeat failed");
+                    return;
                 }
             }
-        }
-        if !pipe.is_empty() {
-            if let Err(e) = timed(pipe.exec_async(&mut conn)).await {
-                debug!(error = %e, "presence heartbeat failed");
+            // A client removed while the heartbeat was on its way may have been added back:
+            // remove it again rather than leave it for a TTL.
+            let mut pipe = ::redis::pipe();
+            {
+                let presence = lock(&inner.presence);
+                let current = presence.get(&channel);
+                for (client, _) in &entries {
+                    if !current.is_some_and(|clients| clients.contains_key(client)) {
+                        remove_presence_commands(&mut pipe, inner, &channel, client);
+                    }
+                }
             }
-        }
+            if !pipe.is_empty() {
+                if let Err(e) = timed(pipe.exec_async(&mut conn)).await {
+                    debug!(%channel, error = %e, "presence heartbeat failed");
+                }
+            }
+        })
+        .await;
+}
+
+/// Every [`SWEEP_INTERVAL`](super::SWEEP_INTERVAL) (a third of the presence TTL if
+/// shorter), expires the presence entries of the channels where this node has entries of its
+/// own, announcing each expired client's leave.
+async fn sweep_presence(inner: Arc<Inner>) {
+    let period = super::SWEEP_INTERVAL.min(inner.presence_ttl / 3);
+    loop {
+        tokio::time::sleep(period).await;
+        let channels: Vec<ChannelName> = lock(&inner.presence).keys().cloned().collect();
+        let inner = &inner;
+        futures_util::stream::iter(channels)
+            .for_each_concurrent(conn::CLUSTER_CONCURRENCY, |channel| async move {
+                let swept = timed(
+                    SCRIPTS
+                        .presence_sweep
+                        .key(inner.key(&channel, "pr"))
+                        .key(inner.key(&channel, "pe"))
+                        .arg(inner.pubsub_channel(&channel))
+                        .arg(inner.sharded_flag())
+                        .invoke_async::<u64>(&mut inner.connection()),
+                )
+                .await;
+                match swept {
+                    Ok(0) => {}
+                    Ok(n) => debug!(%channel, n, "expired presence entries of a stopped node"),
+                    Err(e) => debug!(%channel, error = %e, "presence sweep failed"),
+                }
+            })
+            .await;
     }
 }
 
@@ -434,7 +568,7 @@ impl Broker for RedisBroker {
                             .arg(options.ttl.as_millis().max(1) as u64)
                             .arg(new_epoch())
                             .arg(inner.pubsub_channel(channel))
-                            .arg(if inner.sharded { "1" } else { "0" })
+                            .arg(inner.sharded_flag())
                             .invoke_async(&mut conn),
                     )
                     .await?;
@@ -635,6 +769,8 @@ impl Broker for RedisBroker {
                     .presence_get
                     .key(inner.key(channel, "pr"))
                     .key(inner.key(channel, "pe"))
+                    .arg(inner.pubsub_channel(channel))
+                    .arg(inner.sharded_flag())
                     .invoke_async(&mut inner.connection()),
             )
             .await?;

@@ -112,7 +112,8 @@ end
 return {epoch, top, first, entries}
 ";
 
-/// KEYS: presence hash, presence zset. ARGV: client, info JSON, TTL (ms).
+/// KEYS: presence hash, presence zset. ARGV: client, info JSON, TTL (ms). The keys live
+/// twice the TTL, so that an expired entry is still there for a sweep to announce its leave.
 const PRESENCE_ADD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -120,23 +121,50 @@ local ttl = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 for _, key in ipairs(KEYS) do
-  if redis.call('PTTL', key) < ttl then
-    redis.call('PEXPIRE', key, ttl)
+  if redis.call('PTTL', key) < 2 * ttl then
+    redis.call('PEXPIRE', key, 2 * ttl)
   end
 end
 return 1
 ";
 
-/// KEYS: presence hash, presence zset. Drops the expired entries and returns the others as
-/// a flat list client, info JSON, ...
-const PRESENCE_GET: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for i = 1, #gone, 500 do
-  redis.call('HDEL', KEYS[1], unpack(gone, i, math.min(i + 499, #gone)))
+/// Drops the expired presence entries (clients of a node that stopped its heartbeats: it
+/// crashed) and publishes a leave for each (`L<info JSON>`, see `envelope`), in the same
+/// step: whichever node removes an entry announces it, so each leave is published once.
+/// Returns how many expired.
+const EXPIRE_PRESENCE: &str = r"
+local function expire_presence(hash, zset, pubsub, sharded)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local gone = redis.call('ZRANGEBYSCORE', zset, '-inf', now)
+  if #gone == 0 then
+    return 0
+  end
+  local command = 'PUBLISH'
+  if sharded == '1' then command = 'SPUBLISH' end
+  for _, client in ipairs(gone) do
+    local info = redis.call('HGET', hash, client)
+    if info then
+      redis.call('HDEL', hash, client)
+      redis.call(command, pubsub, 'L' .. info)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', zset, '-inf', now)
+  return #gone
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+";
+
+/// KEYS: presence hash, presence zset. ARGV: the Pub/Sub channel, `1` for SPUBLISH. Expires
+/// entries (announcing their leave) and returns how many.
+const PRESENCE_SWEEP: &str = r"
+return expire_presence(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+";
+
+/// KEYS: presence hash, presence zset. ARGV: the Pub/Sub channel, `1` for SPUBLISH. Expires
+/// entries (announcing their leave) and returns the others as a flat list client, info
+/// JSON, ...
+const PRESENCE_GET: &str = r"
+expire_presence(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 return redis.call('HGETALL', KEYS[1])
 ";
 
@@ -147,11 +175,13 @@ pub(crate) struct Scripts {
     pub history: Script,
     pub presence_add: Script,
     pub presence_get: Script,
+    pub presence_sweep: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     publish: Script::new(&format!("{COMMON}{PUBLISH}")),
     history: Script::new(&format!("{COMMON}{HISTORY}")),
     presence_add: Script::new(PRESENCE_ADD),
-    presence_get: Script::new(PRESENCE_GET),
+    presence_get: Script::new(&format!("{EXPIRE_PRESENCE}{PRESENCE_GET}")),
+    presence_sweep: Script::new(&format!("{EXPIRE_PRESENCE}{PRESENCE_SWEEP}")),
 });

@@ -2,12 +2,12 @@
 //! channel, watch, reconnect), another hands what arrives to the [`BrokerHandler`] in order,
 //! filling from history any gap in a channel's offsets (after an outage, say).
 
+use super::conn::{Commands, PubSub, Subscription};
 use super::envelope::{self, Message};
-use super::{lock, timed, Inner, CONNECT_TIMEOUT};
+use super::{lock, timed, Inner};
 use crate::broker::{BrokerError, BrokerHandler, Publication};
 use crate::channel::ChannelName;
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use ::redis::{PushInfo, PushKind, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -90,52 +90,33 @@ pub(super) async fn connect_loop(inner: Arc<Inner>) {
 
 /// Opens the Pub/Sub connection of `generation` and subscribes it to the control channel
 /// and every wanted channel; returns it with the number of channels.
-async fn connect(
-    inner: &Arc<Inner>,
-    generation: u64,
-) -> Result<(MultiplexedConnection, usize), BrokerError> {
+async fn connect(inner: &Arc<Inner>, generation: u64) -> Result<(PubSub, usize), BrokerError> {
     let events = inner.events.clone();
     let current = inner.generation.clone();
     let lost = inner.lost.clone();
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(super::COMMAND_TIMEOUT))
-        .set_push_sender(move |push: PushInfo| {
-            if push.kind == PushKind::Disconnection && current.load(Ordering::Acquire) == generation
-            {
-                lost.notify_one();
-            }
-            events.send(Event::Push(push))
-        });
-    let mut conn = timed(
-        inner
-            .client
-            .get_multiplexed_async_connection_with_config(&config),
-    )
-    .await?;
+    let pushes = move |push: PushInfo| {
+        // In a cluster, any node's connection dropping ends this generation: the next one
+        // subscribes again from the current slot map and reads what was missed.
+        if push.kind == PushKind::Disconnection && current.load(Ordering::Acquire) == generation {
+            lost.notify_one();
+        }
+        events.send(Event::Push(push))
+    };
+    let mut conn = timed(inner.backend.pubsub(pushes)).await?;
     warm_pool(inner).await?;
     // A permit left by an older connection must not end this one.
     let _ = tokio::time::timeout(Duration::ZERO, inner.lost.notified()).await;
     // Installed before the snapshot of wanted channels: a concurrent `subscribe` either
     // sees this connection or its channel is in the snapshot.
     *lock(&inner.conn) = Some(conn.clone());
-    timed(conn.subscribe(inner.control_channel())).await?;
+    timed(conn.subscription(Subscription::Subscribe, &inner.control_channel())).await?;
     let channels: Vec<String> = lock(&inner.wanted)
         .iter()
         .map(|c| inner.pubsub_channel(c))
         .collect();
+    let what = Subscription::new(true, inner.sharded);
     for batch in channels.chunks(SUBSCRIBE_BATCH) {
-        if inner.sharded {
-            // One SSUBSCRIBE per channel: in a cluster, the channels of one command must
-            // share a slot. Pipelined.
-            let mut pipe = ::redis::pipe();
-            for name in batch {
-                pipe.cmd("SSUBSCRIBE").arg(name);
-            }
-            timed(conn.send_packed_commands(&pipe, 0, batch.len())).await?;
-        } else {
-            timed(conn.subscribe(batch)).await?;
-        }
+        timed(conn.subscribe_all(what, batch)).await?;
     }
     Ok((conn, channels.len()))
 }
@@ -160,7 +141,7 @@ async fn warm_pool(inner: &Inner) -> Result<(), BrokerError> {
 /// Runs the idempotent read `f` on pooled connections until it succeeds, a few times.
 async fn read<T, F, Fut>(inner: &Inner, mut f: F) -> Result<T, BrokerError>
 where
-    F: FnMut(::redis::aio::ConnectionManager) -> Fut,
+    F: FnMut(Commands) -> Fut,
     Fut: std::future::Future<Output = Result<T, ::redis::RedisError>>,
 {
     let mut attempt = 0;
@@ -175,13 +156,12 @@ where
 }
 
 /// Returns when the connection dropped or stopped answering pings.
-async fn watch(inner: &Arc<Inner>, mut conn: MultiplexedConnection) {
+async fn watch(inner: &Arc<Inner>, mut conn: PubSub) {
     loop {
         tokio::select! {
             () = inner.lost.notified() => return,
             () = tokio::time::sleep(PING_INTERVAL) => {
-                let ping = ::redis::cmd("PING");
-                match tokio::time::timeout(PING_TIMEOUT, conn.send_packed_command(&ping)).await {
+                match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         inner.set_error(&e);
@@ -209,11 +189,11 @@ pub(super) async fn dispatch(inner: Arc<Inner>, mut events: mpsc::UnboundedRecei
                 dispatcher.last.remove(&channel);
             }
             Event::Resynced => dispatcher.catch_up().await,
-            Event::Push(push) => {
-                if matches!(push.kind, PushKind::Message | PushKind::SMessage) {
-                    dispatcher.on_message(push.data).await;
-                }
-            }
+            Event::Push(push) => match push.kind {
+                PushKind::Message | PushKind::SMessage => dispatcher.on_message(push.data).await,
+                PushKind::SUnsubscribe => dispatcher.on_unsubscribed(push.data).await,
+                _ => {}
+            },
         }
     }
 }
@@ -233,6 +213,43 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 }
 
 impl Dispatcher {
+    /// A shard channel's subscription ended. Unless this node asked for it (the channel is no
+    /// longer wanted), Redis Cluster ended it because the channel's slot moved to another
+    /// master (resharding, failover): subscribe again, which reaches the new owner, and read
+    /// from history what was published meanwhile.
+    async fn on_unsubscribed(&mut self, data: Vec<Value>) {
+        let Some(channel) = data
+            .first()
+            .and_then(bytes)
+            .and_then(|name| self.inner.channel_of(name))
+        else {
+            return;
+        };
+        if !self.inner.is_wanted(&channel) {
+            return;
+        }
+        info!(%channel, "Redis ended the subscription (its slot moved); subscribing again");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.inner.subscription(&channel, true).await {
+                Ok(()) => break,
+                Err(e) if attempt >= READ_ATTEMPTS => {
+                    warn!(%channel, error = %e, "cannot subscribe again; reconnecting");
+                    self.inner.lost.notify_one();
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let Some(handler) = self.inner.handler() else {
+            return;
+        };
+        if let Some((epoch, after)) = self.last.get(&channel).cloned() {
+            self.fill(&*handler, &channel, &epoch, after, None).await;
+        }
+    }
+
     async fn on_message(&mut self, data: Vec<Value>) {
         let (Some(name), Some(payload)) =
             (data.first().and_then(bytes), data.get(1).and_then(bytes))
