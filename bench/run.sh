@@ -100,12 +100,13 @@ start_server() {
     # A fresh log per server: the previous server's ready line must never be read.
     RUN=$((RUN + 1))
     local log=$WORK/server.$RUN.log
+    : > "$log"
     # shellcheck disable=SC2046
     taskset -c 0 $(server_cmd "$1") 2> "$log" > /dev/null &
     SERVER_PID=$!
     ADDR=""
     for _ in $(seq 1 200); do
-        ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+        ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1 || true)
         [ -n "$ADDR" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.05
@@ -188,5 +189,6 @@ python3 "$ROOT/bench/table.py" "$RESULTS" \
     --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo '+dirty')" \
     --rustc "$(rustc --version)" --cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -n1)" \
     --kernel "$(uname -r)" > "$OUT"
+cp "$RESULTS" "${OUT%.md}.tsv"   # every run's JSON, for a second look
 cat "$OUT"
 echo "written to $OUT" >&2

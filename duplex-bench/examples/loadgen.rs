@@ -304,14 +304,33 @@ fn rss_kib(pid: u32) -> Option<u64> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// permessage-deflate state of one connection (RFC 7692, raw deflate, sync flush).
+/// permessage-deflate state of one connection (RFC 7692, raw deflate, sync flush). The zlib
+/// streams are made on first use, so thousands of idle connections cost the load generator
+/// no deflate state.
 struct Deflate {
-    compress: Compress,
-    decompress: Decompress,
+    compress: Option<Compress>,
+    decompress: Option<Decompress>,
+    client_bits: u8,
+    server_bits: u8,
     /// The server asked us not to keep context between messages.
     reset_compress: bool,
     /// The server does not keep context either: start each inflate afresh.
     reset_decompress: bool,
+}
+
+impl Deflate {
+    fn compressor(&mut self) -> &mut Compress {
+        let bits = self.client_bits;
+        self.compress.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::default(), false, bits)
+        })
+    }
+
+    fn decompressor(&mut self) -> &mut Decompress {
+        let bits = self.server_bits;
+        self.decompress
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits))
+    }
 }
 
 struct Conn {
@@ -548,12 +567,10 @@ impl Conn {
             let client_bits = bits("client_max_window_bits").unwrap_or(15);
             let server_bits = bits("server_max_window_bits").unwrap_or(15);
             self.deflate = Some(Deflate {
-                compress: Compress::new_with_window_bits(
-                    Compression::default(),
-                    false,
-                    client_bits.max(9),
-                ),
-                decompress: Decompress::new_with_window_bits(false, server_bits.max(9)),
+                compress: None,
+                decompress: None,
+                client_bits: client_bits.max(9),
+                server_bits: server_bits.max(9),
                 reset_compress: extensions.contains("client_no_context_takeover"),
                 reset_decompress: extensions.contains("server_no_context_takeover"),
             });
@@ -669,35 +686,35 @@ impl Conn {
             .as_mut()
             .ok_or("compressed frame without permessage-deflate")?;
         if deflate.reset_decompress {
-            deflate.decompress.reset(false);
+            deflate.decompressor().reset(false);
         }
         let mut input = Vec::with_capacity(data.len() + 4);
         input.extend_from_slice(data);
         input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
         let mut out = Vec::with_capacity(data.len() * 4 + 64);
-        let start_in = deflate.decompress.total_in();
+        let start_in = deflate.decompressor().total_in();
         loop {
             if out.capacity() - out.len() < 1024 {
                 out.reserve(out.capacity());
             }
-            let consumed = (deflate.decompress.total_in() - start_in) as usize;
+            let consumed = (deflate.decompressor().total_in() - start_in) as usize;
             let before = (
-                deflate.decompress.total_in(),
-                deflate.decompress.total_out(),
+                deflate.decompressor().total_in(),
+                deflate.decompressor().total_out(),
             );
             deflate
-                .decompress
+                .decompressor()
                 .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
                 .map_err(|e| format!("inflate: {e}"))?;
-            let consumed = (deflate.decompress.total_in() - start_in) as usize;
+            let consumed = (deflate.decompressor().total_in() - start_in) as usize;
             // Done once all input is in and the inflater stopped short of a full buffer.
             if consumed >= input.len() && out.len() < out.capacity() {
                 break;
             }
             if before
                 == (
-                    deflate.decompress.total_in(),
-                    deflate.decompress.total_out(),
+                    deflate.decompressor().total_in(),
+                    deflate.decompressor().total_out(),
                 )
             {
                 return Err("inflate made no progress".into());
@@ -713,20 +730,20 @@ impl Conn {
         let (rsv1, payload) = match self.deflate.as_mut() {
             Some(deflate) if compress => {
                 if deflate.reset_compress {
-                    deflate.compress.reset();
+                    deflate.compressor().reset();
                 }
                 compressed.reserve(payload.len() + 64);
-                let start = deflate.compress.total_in();
+                let start = deflate.compressor().total_in();
                 loop {
-                    let consumed = (deflate.compress.total_in() - start) as usize;
+                    let consumed = (deflate.compressor().total_in() - start) as usize;
                     if compressed.capacity() - compressed.len() < 64 {
                         compressed.reserve(compressed.capacity());
                     }
                     deflate
-                        .compress
+                        .compressor()
                         .compress_vec(&payload[consumed..], &mut compressed, FlushCompress::Sync)
                         .expect("deflate of an in-memory buffer");
-                    let consumed = (deflate.compress.total_in() - start) as usize;
+                    let consumed = (deflate.compressor().total_in() - start) as usize;
                     if consumed == payload.len() && compressed.capacity() > compressed.len() {
                         break;
                     }
@@ -1479,7 +1496,7 @@ fn report(opts: &Opts, stats: &Stats, window: &Window, extra: &str) -> String {
         ));
     }
     if let Some(h) = stats.latency.lock().unwrap().as_ref() {
-        if h.len() > 0 {
+        if !h.is_empty() {
             out.push_str(&format!(
                 r#","p50_us":{:.1},"p99_us":{:.1},"max_us":{:.1}"#,
                 h.value_at_quantile(0.5) as f64 / 1e3,
