@@ -5,6 +5,10 @@
 //! library only builds the inputs they share, so every implementation sees identical bytes.
 //! Results and method: `docs/performance.md`.
 //!
+//! `examples/` holds the end-to-end side that `bench/run.sh` drives: the reference servers
+//! (`raw_tcp`, `tungstenite_server`, `fastws_server`) and the load generator (`loadgen`)
+//! that checks every echoed byte and every fan-out delivery.
+//!
 //! ```text
 //! cargo bench -p duplex-bench                      # everything
 //! cargo bench -p duplex-bench --bench frames -- decode/server

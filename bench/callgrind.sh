@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Where the server's user-space instructions go, per message: runs one server under
+# valgrind's callgrind twice (a short and a long run of the same load) and divides the
+# difference in instructions by the difference in messages, so start-up, handshakes and
+# shutdown cancel out. Kernel work (the socket calls themselves) is not counted.
+#
+# usage: bench/callgrind.sh SERVER 'LOADGEN ARGS' [SHORT LONG]
+#   SERVER: raw | duplex | tungstenite | fastws (echo servers),
+#           raw-relay | duplex-serve (fan-out: give --dialect raw or rooms/v1 and --path)
+#   e.g.    bench/callgrind.sh duplex 'echo -c 100 --size 16' 4 12
+#           bench/callgrind.sh duplex-serve 'fanout -c 1000 --dialect rooms --path /rooms/bench'
+# (per message: per echo, or per delivery for fanout)
+# prints instructions per message and writes the long run's profile to
+# bench/results/callgrind.SERVER.out (read it with callgrind_annotate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SERVER=$1 LOAD=$2 SHORT=${3:-4} LONG=${4:-12}
+command -v valgrind > /dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+cargo build --release --quiet -p duplex-cli
+cargo build --release --quiet -p duplex-bench --examples
+BIN=$PWD/target/release
+case "$SERVER" in
+    raw) CMD="$BIN/examples/raw_tcp"; RAW=--raw ;;
+    duplex) CMD="$BIN/duplex echo --listen 127.0.0.1:0"; RAW= ;;
+    tungstenite) CMD="$BIN/examples/tungstenite_server"; RAW= ;;
+    fastws) CMD="$BIN/examples/fastws_server"; RAW= ;;
+    raw-relay) CMD="$BIN/examples/raw_tcp --broadcast"; RAW= ;;
+    duplex-serve) CMD="$BIN/duplex serve --listen 127.0.0.1:0 --max-connections 20000 --publish-rate 1000000 --ping-interval 0"; RAW= ;;
+    *) echo "unknown server $SERVER" >&2; exit 2 ;;
+esac
+WORK=$(mktemp -d)
+PID=""
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+export DUPLEX_LOG=warn
+
+# run SECONDS: prints "instructions messages"
+run() {
+    local out=$WORK/callgrind.$1.out log=$WORK/server.$1.log
+    : > "$log"
+    # shellcheck disable=SC2086
+    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" $CMD 2> "$log" &
+    PID=$!
+    local addr=""
+    for _ in $(seq 1 600); do
+        addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$log" >&2; exit 1; }
+    local json count
+    # shellcheck disable=SC2086
+    # Under valgrind the server is ~50x slower: answers still in flight at the end may miss
+    # the load generator's drain; the count of checked round trips stays right.
+    json=$(taskset -c 1 "$BIN/examples/loadgen" ${LOAD%% *} "$addr" ${LOAD#* } $RAW \
+        --warmup 0 --duration "$1" || true)
+    count=$(sed -n 's/.*"count":\([0-9]*\).*/\1/p' <<< "$json")
+    kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+    local ir
+    ir=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p;s/^summary: *\([0-9]*\).*/\1/p' "$out" | head -n1)
+    cp "$out" "bench/results/callgrind.$SERVER.out"
+    echo "$ir $count"
+}
+read -r IR1 N1 < <(run "$SHORT")
+read -r IR2 N2 < <(run "$LONG")
+echo "$SERVER '$LOAD': $(( (IR2 - IR1) / (N2 - N1) )) instructions per message ($N1 and $N2 messages; $IR1 and $IR2 instructions)"
