@@ -15,7 +15,9 @@
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
 #   doc              cargo doc --no-deps --workspace --all-features, warnings denied
 #   test             cargo test --workspace --all-features
-#   build            cargo build --release --workspace --bins --examples
+#   build            cargo build --release --workspace --exclude duplex-bench
+#                    --bins --examples (bench/run.sh builds duplex-bench itself;
+#                    clippy and test compile its examples)
 #   fuzz             scripts/fuzz-smoke.sh (required)
 #   autobahn-server  conformance/autobahn/run.sh server
 #   autobahn-client  conformance/autobahn/run.sh client
@@ -186,7 +188,7 @@ step_clippy() { cargo clippy --workspace --all-targets --all-features -- -D warn
 step_doc() { RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --no-deps --workspace --all-features; }
 step_test() { cargo test --workspace --all-features; }
 # --bins --examples: the Autobahn client is an example, and examples build in CI.
-step_build() { cargo build --release --workspace --bins --examples; }
+step_build() { cargo build --release --workspace --exclude duplex-bench --bins --examples; }
 step_fuzz() {
     [[ -f scripts/fuzz-smoke.sh ]] || fail "scripts/fuzz-smoke.sh is missing (the fuzz smoke test is required)" || return 1
     bash scripts/fuzz-smoke.sh
@@ -211,7 +213,7 @@ describe() {
     clippy) echo "cargo clippy --workspace --all-targets --all-features -- -D warnings" ;;
     doc) echo "cargo doc --no-deps --workspace --all-features (warnings denied)" ;;
     test) echo "cargo test --workspace --all-features" ;;
-    build) echo "cargo build --release --workspace --bins --examples" ;;
+    build) echo "cargo build --release --workspace --exclude duplex-bench --bins --examples" ;;
     fuzz) echo "scripts/fuzz-smoke.sh" ;;
     autobahn-server) echo "conformance/autobahn/run.sh server (kosoku fuzzingclient -> duplex echo)" ;;
     autobahn-client) echo "conformance/autobahn/run.sh client (autobahn_client -> kosoku fuzzingserver)" ;;
