@@ -30,6 +30,10 @@ use tracing::debug;
 const INITIAL_READ_RESERVE: usize = 4 << 10;
 /// Largest read reservation; reached after reads keep filling the buffer.
 const MAX_READ_RESERVE: usize = 64 << 10;
+/// Reserved beyond the read reservation: a frame header's worst case (RFC 6455 §5.2), so a
+/// frame whose payload is as large as the reservation fits in one read with its header and
+/// is taken from the read buffer without being copied into a message buffer.
+const READ_HEADER_SLACK: usize = 14;
 /// Below this much free space, reserve more before reading.
 const MIN_READ_SPACE: usize = 1 << 10;
 /// Slices handed to one vectored write. Small frames share one slice (the core coalesces
@@ -575,7 +579,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         let mut rcx = self.read_waiters.context(cx);
         let mut buf = self.conn.read_buffer();
         if buf.capacity() - buf.len() < MIN_READ_SPACE {
-            buf = self.conn.reserve_read(self.read_reserve);
+            buf = self
+                .conn
+                .reserve_read(self.read_reserve + READ_HEADER_SLACK);
         }
         let space = buf.capacity() - buf.len();
         let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), &mut rcx, buf);
