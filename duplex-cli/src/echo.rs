@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// How long open connections get to finish their close handshakes at shutdown.
@@ -67,7 +67,9 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    // A tracker rather than a JoinSet: it keeps no per-connection entry (an idle connection
+    // costs only its task), and finished tasks need no reaping.
+    let connections = TaskTracker::new();
     loop {
         tokio::select! {
             signal = stop.recv() => {
@@ -90,15 +92,12 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(listener);
     let _ = shutdown_tx.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    connections.close();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     if drained.is_err() {
         warn!(
             open = connections.len(),
@@ -121,18 +120,27 @@ async fn serve(
 ) {
     let _ = tcp.set_nodelay(true);
     let result = match acceptor {
-        Some(acceptor) => {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => echo_on(builder, tls, shutdown).await,
-                Ok(Err(error)) => Err(duplex::Error::Io(error)),
-                Err(_) => Err(duplex::Error::Timeout("TLS handshake")),
-            }
-        }
+        // Boxed: a TLS session's state is large, and this task's future (which every idle
+        // connection holds) would otherwise reserve room for it on plain connections too.
+        Some(acceptor) => Box::pin(tls_echo(builder, tcp, acceptor, shutdown)).await,
         None => echo_on(builder, tcp, shutdown).await,
     };
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
         Err(error) => debug!(%peer, %error, "connection ended with an error"),
+    }
+}
+
+async fn tls_echo(
+    builder: ServerBuilder,
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), duplex::Error> {
+    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => echo_on(builder, tls, shutdown).await,
+        Ok(Err(error)) => Err(duplex::Error::Io(error)),
+        Err(_) => Err(duplex::Error::Timeout("TLS handshake")),
     }
 }
 
@@ -161,23 +169,43 @@ async fn echo<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Made once, not once per message: each new one would register with the shared
+    // channel, and deregister when dropped, under its lock.
+    let stop = async { drop(shutdown.wait_for(|&stop| stop).await) };
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             message = ws.recv() => match message {
-                Some(Ok(message)) => match ws.send(message).await {
-                    // The peer's close frame came right behind this message; the next
-                    // recv() completes the close handshake.
-                    Err(duplex::Error::Send(_)) => {}
-                    other => other?,
-                },
+                Some(Ok(message)) => echo_burst(ws, message).await?,
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
             },
-            _ = async { drop(shutdown.wait_for(|&stop| stop).await) } => {
-                return ws.close(CloseCode::GOING_AWAY, "server shutting down").await;
+            () = &mut stop => {
+                // Boxed: happens once, and this task's future, which every idle connection
+                // holds, would otherwise reserve room for the close timer.
+                return Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await;
             }
         }
     }
+}
+
+/// Echoes `first` and every message that arrived with it, then flushes once: a pipelined
+/// burst goes back in one write.
+async fn echo_burst<S>(ws: &mut WebSocket<S>, first: duplex::Message) -> Result<(), duplex::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut next = Some(first);
+    while let Some(message) = next {
+        match ws.feed(message).await {
+            // The peer's close frame came right behind this message; the next recv()
+            // flushes what was fed and completes the close handshake.
+            Err(duplex::Error::Send(_)) => return Ok(()),
+            other => other?,
+        }
+        next = ws.try_recv();
+    }
+    ws.flush().await
 }
 
 /// SIGTERM and SIGINT.

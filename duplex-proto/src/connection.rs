@@ -9,10 +9,12 @@ use crate::message::{Event, Message};
 use crate::role::Role;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Buf, Bytes, BytesMut};
-use std::collections::VecDeque;
 use std::io::IoSlice;
 
+mod events;
 mod outbuf;
+mod pool;
+use events::EventQueue;
 use outbuf::OutQueue;
 
 /// Payloads up to this size are copied: outgoing ones next to their header, so that many
@@ -92,13 +94,16 @@ pub struct Connection {
     /// The peer's close frame waits in `events` behind earlier events; answer it when taken.
     close_pending: bool,
     /// A protocol error found behind events not yet taken; applied once they are.
-    failure_pending: Option<ProtocolError>,
+    /// Boxed, as it is rare: an idle connection's fixed state stays small.
+    failure_pending: Option<Box<ProtocolError>>,
     read: BytesMut,
-    frame: Option<InFrame>,
+    /// Boxed: only a frame whose payload is still arriving waits here between reads.
+    frame: Option<Box<InFrame>>,
     message: Option<Box<Assembly>>,
-    events: VecDeque<Event>,
+    events: EventQueue,
     out: OutQueue,
-    peer_close: Option<CloseFrame>,
+    /// Boxed, as it is rare: an idle connection's fixed state stays small.
+    peer_close: Option<Box<CloseFrame>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -136,7 +141,7 @@ impl Connection {
             read: BytesMut::new(),
             frame: None,
             message: None,
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             out: OutQueue::default(),
             peer_close: None,
         }
@@ -174,6 +179,19 @@ impl Connection {
     /// [`Connection::handle_read`]), saving a copy. It may hold unprocessed bytes; append
     /// only.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.read
+    }
+
+    /// The read buffer with room for at least `additional` more bytes, to read into before
+    /// calling [`Connection::handle_read`]. After [`Connection::release_idle_memory`] gave
+    /// the buffer back, it comes from a small per-thread pool of released buffers when one
+    /// is large enough, instead of from the allocator.
+    pub fn reserve_read(&mut self, additional: usize) -> &mut BytesMut {
+        if self.read.capacity() == 0 {
+            self.read = pool::take(additional);
+        } else {
+            self.read.reserve(additional);
+        }
         &mut self.read
     }
 
@@ -394,7 +412,7 @@ impl Connection {
 
     /// The peer's close frame, once received (`None` also when it carried no code).
     pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_ref()
+        self.peer_close.as_deref()
     }
 
     /// Whether the peer's close frame has been received.
@@ -402,16 +420,17 @@ impl Connection {
         self.close_received
     }
 
-    /// Frees buffers that hold nothing, so an idle connection keeps only its fixed state.
+    /// Gives up buffers that hold nothing, so an idle connection keeps only its fixed state.
     /// Call it when the driver goes idle (for example before waiting for the next read).
+    ///
+    /// The read and output buffers go to a small per-thread pool, where the next connection
+    /// that needs one on this thread (often this one, at its next message) finds it.
     pub fn release_idle_memory(&mut self) {
         if self.read.is_empty() && self.read.capacity() > 0 {
-            self.read = BytesMut::new();
+            pool::give(std::mem::take(&mut self.read));
         }
         self.out.release_if_empty();
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
+        self.events.release_if_empty();
     }
 
     // ---- input -------------------------------------------------------------------------
@@ -428,7 +447,7 @@ impl Connection {
                 return Ok(());
             }
             let mut frame = match self.frame.take() {
-                Some(frame) => frame,
+                Some(frame) => *frame,
                 None => match FrameHeader::parse(&self.read)? {
                     None => return Ok(()),
                     Some((header, len)) => {
@@ -448,7 +467,7 @@ impl Connection {
 
             if header.opcode.is_control() {
                 if self.read.len() < len {
-                    self.frame = Some(frame);
+                    self.frame = Some(Box::new(frame));
                     return Ok(());
                 }
                 let payload = take_payload(&mut self.read, len, header.mask);
@@ -492,7 +511,7 @@ impl Connection {
                 self.absorb(&chunk, header.fin && frame.done == len)?;
             }
             if frame.done < len {
-                self.frame = Some(frame);
+                self.frame = Some(Box::new(frame));
                 return Ok(());
             }
             if header.fin {
@@ -634,7 +653,7 @@ impl Connection {
                 let frame = parse_close_payload(payload)?;
                 self.close_received = true;
                 self.message = None;
-                self.peer_close.clone_from(&frame);
+                self.peer_close = frame.clone().map(Box::new);
                 let answer_now = self.events.is_empty();
                 self.events.push_back(Event::Close(frame));
                 if answer_now {
@@ -670,7 +689,7 @@ impl Connection {
         if self.events.is_empty() {
             self.apply_failure(error);
         } else {
-            self.failure_pending = Some(error.clone());
+            self.failure_pending = Some(Box::new(error.clone()));
         }
     }
 

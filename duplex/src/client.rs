@@ -10,6 +10,7 @@ use duplex_proto::handshake::ClientHandshake;
 use duplex_proto::{Connection, Role};
 use http::header::ORIGIN;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,7 +18,7 @@ use tokio::net::TcpStream;
 #[cfg(feature = "tls")]
 use crate::tls::{TlsOptions, TlsRoots};
 #[cfg(feature = "tls")]
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
 /// Connects to a `ws://` or `wss://` URL with the default options: permessage-deflate
 /// offered, webpki roots for TLS, 10 s connect and handshake timeouts.
@@ -248,7 +249,12 @@ impl ClientBuilder {
         let upgrade = handshake.handle_response(&buf[..head_len])?;
         let conn =
             Connection::with_deflate(Role::Client, self.config.proto.clone(), upgrade.deflate());
-        let ws = WebSocket::from_parts(stream, conn, self.config.clone(), &buf[head_len..]);
+        let ws = WebSocket::from_parts(
+            stream,
+            conn,
+            Arc::new(self.config.clone()),
+            &buf[head_len..],
+        );
         Ok((ws, upgrade.into_response()))
     }
 }

@@ -2,15 +2,16 @@
 //! halves of a split one.
 //!
 //! Everything happens inside `poll_*` functions under a short `std` mutex that is never held
-//! across an `.await`: whoever polls makes progress, and the transport is always polled with a
-//! fan-out waker (see [`crate::wakers`]) so a reader waiting to flush a pong and a writer
-//! waiting to flush its data are both woken when the socket drains.
+//! across an `.await`: whoever polls makes progress. The transport is polled with the waker of
+//! the one task that drives the connection, or with a fan-out waker once two tasks do (see
+//! [`crate::wakers`]), so a reader waiting to flush a pong and a writer waiting to flush its
+//! data are both woken when the socket drains.
 //!
 //! [`WebSocket`]: crate::WebSocket
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::wakers::WakerSet;
+use crate::wakers::Waiters;
 use bytes::{Buf, Bytes, BytesMut};
 use duplex_proto::connection::PreparedFrame;
 use duplex_proto::{
@@ -21,7 +22,6 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
@@ -30,10 +30,16 @@ use tracing::debug;
 const INITIAL_READ_RESERVE: usize = 4 << 10;
 /// Largest read reservation; reached after reads keep filling the buffer.
 const MAX_READ_RESERVE: usize = 64 << 10;
+/// Reserved beyond the read reservation: a frame header's worst case (RFC 6455 §5.2), so a
+/// frame whose payload is as large as the reservation fits in one read with its header and
+/// is taken from the read buffer without being copied into a message buffer.
+const READ_HEADER_SLACK: usize = 14;
 /// Below this much free space, reserve more before reading.
 const MIN_READ_SPACE: usize = 1 << 10;
-/// Slices handed to one vectored write.
-const MAX_SLICES: usize = 64;
+/// Slices handed to one vectored write. Small frames share one slice (the core coalesces
+/// them), so more slices only mean more large frames per write, which already fill the
+/// socket; and the array is set up on every write, so it is kept short.
+const MAX_SLICES: usize = 16;
 /// Non-vectored transports: small frames are copied together up to this size, larger ones
 /// are written straight from the core's queue.
 const COALESCE_LIMIT: usize = 64 << 10;
@@ -43,19 +49,9 @@ const CONTROL_OVERHEAD: usize = 6;
 /// peer that pings without reading cannot grow our queue without bound.
 const CONTROL_BACKLOG_LIMIT: usize = 64 << 10;
 
-/// The wakers that make the transport wake every interested task.
-#[derive(Debug)]
-pub(crate) struct Wakers {
-    read_set: Arc<WakerSet>,
-    read_waker: Waker,
-    write_set: Arc<WakerSet>,
-    write_waker: Waker,
-}
-
 /// State shared by the handles of one connection.
 pub(crate) struct Shared<S> {
     inner: Mutex<Inner<S>>,
-    wakers: Wakers,
 }
 
 impl<S> std::fmt::Debug for Shared<S> {
@@ -70,7 +66,11 @@ enum Phase {
     Open,
     /// The connection is over; flush, maybe wait for the server's FIN, shut down, then report
     /// `error` (or `None` after a clean close).
-    Finishing { error: Option<Error>, stage: Stage },
+    /// `error` is boxed so an open connection's state stays small.
+    Finishing {
+        error: Option<Box<Error>>,
+        stage: Stage,
+    },
     /// Nothing more happens.
     Done,
 }
@@ -93,10 +93,8 @@ enum End {
 pub(crate) struct Inner<S> {
     conn: Connection,
     stream: S,
-    high_water: usize,
-    close_timeout: Duration,
-    ping_interval: Option<Duration>,
-    idle_timeout: Option<Duration>,
+    /// Buffering and timer settings, shared by the connections made with the same settings.
+    config: Arc<WebSocketConfig>,
     vectored: bool,
     /// Coalescing buffer for transports without vectored writes.
     out: BytesMut,
@@ -114,6 +112,10 @@ pub(crate) struct Inner<S> {
     close_timer: Option<Pin<Box<Sleep>>>,
     closed_wakers: Vec<Waker>,
     reader_dropped: bool,
+    /// Tasks waiting to read (and on the timers, which the reading side polls).
+    read_waiters: Waiters,
+    /// Tasks waiting to write.
+    write_waiters: Waiters,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
@@ -122,20 +124,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     pub(crate) fn new(
         stream: S,
         conn: Connection,
-        config: &WebSocketConfig,
+        config: Arc<WebSocketConfig>,
         pending_error: Option<ProtocolError>,
     ) -> Arc<Self> {
-        let (read_set, read_waker) = WakerSet::new();
-        let (write_set, write_waker) = WakerSet::new();
         let vectored = stream.is_write_vectored();
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 conn,
                 stream,
-                high_water: config.write_buffer_high_water.max(1),
-                close_timeout: config.close_timeout,
-                ping_interval: config.ping_interval,
-                idle_timeout: config.idle_timeout,
+                config,
                 vectored,
                 out: BytesMut::new(),
                 read_reserve: INITIAL_READ_RESERVE,
@@ -151,13 +148,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 close_timer: None,
                 closed_wakers: Vec::new(),
                 reader_dropped: false,
+                read_waiters: Waiters::default(),
+                write_waiters: Waiters::default(),
             }),
-            wakers: Wakers {
-                read_set,
-                read_waker,
-                write_set,
-                write_waker,
-            },
         })
     }
 }
@@ -200,28 +193,38 @@ impl<S> Shared<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        self.lock()
-            .poll_recv(cx, &self.wakers, Deliver::Messages)
-            .map(|next| {
-                next.map(|result| {
-                    result.map(|event| match event {
-                        Event::Message(message) => message,
-                        // Deliver::Messages hands out nothing else.
-                        _ => unreachable!("poll_recv delivered a control event"),
-                    })
+        self.lock().poll_recv(cx, Deliver::Messages).map(|next| {
+            next.map(|result| {
+                result.map(|event| match event {
+                    Event::Message(message) => message,
+                    // Deliver::Messages hands out nothing else.
+                    _ => unreachable!("poll_recv delivered a control event"),
                 })
             })
+        })
+    }
+
+    pub(crate) fn try_recv(&self) -> Option<Message> {
+        let mut inner = self.lock();
+        if !matches!(inner.phase, Phase::Open) {
+            return None;
+        }
+        match inner.next_event(Deliver::Messages)? {
+            Event::Message(message) => Some(message),
+            // Deliver::Messages hands out nothing else.
+            _ => unreachable!("next_event delivered a control event"),
+        }
     }
 
     pub(crate) fn poll_recv_event(
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Event, Error>>> {
-        self.lock().poll_recv(cx, &self.wakers, Deliver::Events)
+        self.lock().poll_recv(cx, Deliver::Events)
     }
 
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.lock().poll_ready(cx, &self.wakers)
+        self.lock().poll_ready(cx)
     }
 
     pub(crate) fn start_send(&self, message: Message) -> Result<(), Error> {
@@ -246,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.lock().poll_flush(cx, &self.wakers)
+        self.lock().poll_flush(cx)
     }
 
     pub(crate) fn start_close(&self, frame: Option<CloseFrame>) -> Result<(), Error> {
@@ -260,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         cx: &mut Context<'_>,
         drive_reads: bool,
     ) -> Poll<Result<(), Error>> {
-        self.lock().poll_close(cx, &self.wakers, drive_reads)
+        self.lock().poll_close(cx, drive_reads)
     }
 
     /// Gives up on the close handshake: best-effort shutdown, then finished.
@@ -272,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 let _ = Pin::new(&mut inner.stream).poll_shutdown(&mut cx);
             }
             inner.end.get_or_insert(End::TimedOut);
-            inner.set_done(&self.wakers);
+            inner.set_done();
         }
     }
 }
@@ -312,31 +315,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
-        w: &Wakers,
         deliver: Deliver,
     ) -> Poll<Option<Result<Event, Error>>> {
         loop {
             match self.phase {
                 Phase::Done => return Poll::Ready(None),
-                Phase::Finishing { .. } => return self.poll_finish(cx, w),
+                Phase::Finishing { .. } => return self.poll_finish(cx),
                 Phase::Open => {}
             }
-            while let Some(event) = self.conn.poll_event() {
-                match &event {
-                    Event::Ping(payload) => {
-                        self.control_backlog += payload.len() + CONTROL_OVERHEAD;
-                    }
-                    Event::Close(frame) => debug!(?frame, "peer sent a close frame"),
-                    _ => {}
-                }
-                let wanted = match deliver {
-                    Deliver::Messages => matches!(event, Event::Message(_)),
-                    Deliver::Events => true,
-                    Deliver::Nothing => false,
-                };
-                if wanted {
-                    return Poll::Ready(Some(Ok(event)));
-                }
+            if let Some(event) = self.next_event(deliver) {
+                return Poll::Ready(Some(Ok(event)));
             }
             if let Some(error) = self.pending_error.take() {
                 debug!(%error, "peer broke the protocol; closing");
@@ -347,15 +335,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 self.finish(None, End::Clean);
                 continue;
             }
-            self.poll_keepalive(cx, w);
+            self.poll_keepalive(cx);
             // Pongs and close replies go out even while the writer is idle; a full socket
             // does not stop reading (the peer may be blocked on us reading)...
             if !self.write_failed {
-                match self.poll_write_out(cx, w) {
+                match self.poll_write_out(cx) {
                     Poll::Ready(Ok(())) => {
                         // TLS streams hold written records until flushed.
-                        w.write_set.register(cx);
-                        let mut wcx = w.write_cx(cx);
+                        let mut wcx = self.write_waiters.context(cx);
                         if let Poll::Ready(Err(error)) =
                             Pin::new(&mut self.stream).poll_flush(&mut wcx)
                         {
@@ -375,19 +362,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             let read = if stalled {
                 Poll::Pending
             } else {
-                self.poll_read(cx, w)
+                self.poll_read(cx)
             };
             match read {
                 Poll::Pending => {
                     // Timers only once nothing more can be read: data (or the close frame
                     // we wait for) already in the socket is not a timeout.
-                    if self.conn.is_closing() && poll_timer(&mut self.close_timer, cx, w).is_ready()
+                    if self.conn.is_closing()
+                        && poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready()
                     {
                         debug!("peer did not answer our close frame in time");
                         self.finish(Some(Error::Timeout(CLOSE_TIMEOUT)), End::TimedOut);
                         continue;
                     }
-                    if self.poll_idle(cx, w).is_ready() {
+                    if self.poll_idle(cx).is_ready() {
                         debug!("connection idle for too long; closing");
                         let _ = self
                             .conn
@@ -416,6 +404,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
+    /// The next event already decoded that `deliver` asks for; the others are accounted
+    /// for and dropped.
+    fn next_event(&mut self, deliver: Deliver) -> Option<Event> {
+        while let Some(event) = self.conn.poll_event() {
+            match &event {
+                Event::Ping(payload) => {
+                    self.control_backlog += payload.len() + CONTROL_OVERHEAD;
+                }
+                Event::Close(frame) => debug!(?frame, "peer sent a close frame"),
+                _ => {}
+            }
+            let wanted = match deliver {
+                Deliver::Messages => matches!(event, Event::Message(_)),
+                Deliver::Events => true,
+                Deliver::Nothing => false,
+            };
+            if wanted {
+                return Some(event);
+            }
+        }
+        None
+    }
+
     /// Processes the read buffer.
     ///
     /// The core consumes every complete frame in one call (a close or error takes effect
@@ -438,19 +449,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     fn finish(&mut self, error: Option<Error>, end: End) {
         self.end.get_or_insert(end);
         self.phase = Phase::Finishing {
-            error,
+            error: error.map(Box::new),
             stage: Stage::Flush,
         };
-        self.close_timer = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+        self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
     }
 
     /// Flushes, waits for the server's FIN (client after a clean close, RFC 6455 §7.1.1),
     /// shuts the transport down; every step bounded by the close timeout.
-    fn poll_finish(
-        &mut self,
-        cx: &mut Context<'_>,
-        w: &Wakers,
-    ) -> Poll<Option<Result<Event, Error>>> {
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
             let Phase::Finishing { stage, .. } = self.phase else {
                 return Poll::Ready(None);
@@ -458,15 +465,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             if self.write_failed {
                 break;
             }
-            if poll_timer(&mut self.close_timer, cx, w).is_ready() {
+            if poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready() {
                 debug!("gave up flushing and shutting down the transport");
                 break;
             }
             let next = match stage {
                 Stage::Flush => {
-                    match ready!(self.poll_write_out(cx, w)) {
+                    match ready!(self.poll_write_out(cx)) {
                         Ok(()) => {
-                            let mut wcx = w.write_cx(cx);
+                            let mut wcx = self.write_waiters.context(cx);
                             let _ = ready!(Pin::new(&mut self.stream).poll_flush(&mut wcx));
                         }
                         Err(error) => {
@@ -483,7 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                         Stage::Shutdown
                     }
                 }
-                Stage::WaitEof => match ready!(self.poll_read(cx, w)) {
+                Stage::WaitEof => match ready!(self.poll_read(cx)) {
                     Ok(n) if n > 0 => {
                         self.conn.read_buffer().clear();
                         Stage::WaitEof
@@ -491,7 +498,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     _ => Stage::Shutdown,
                 },
                 Stage::Shutdown => {
-                    let mut wcx = w.write_cx(cx);
+                    let mut wcx = self.write_waiters.context(cx);
                     if let Err(error) = ready!(Pin::new(&mut self.stream).poll_shutdown(&mut wcx)) {
                         debug!(%error, "shutdown failed");
                     }
@@ -506,11 +513,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             Phase::Finishing { error, .. } => error,
             _ => None,
         };
-        self.set_done(w);
-        Poll::Ready(error.map(Err))
+        self.set_done();
+        Poll::Ready(error.map(|error| Err(*error)))
     }
 
-    fn set_done(&mut self, w: &Wakers) {
+    fn set_done(&mut self) {
         self.phase = Phase::Done;
         self.ping_timer = None;
         self.idle_timer = None;
@@ -522,8 +529,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         // Senders waiting for room learn that there will be none; a reader parked on the
         // socket learns that the connection is over.
-        w.write_set.wake_all();
-        w.read_set.wake_all();
+        self.write_waiters.wake_all();
+        self.read_waiters.wake_all();
     }
 
     fn release_idle_memory(&mut self) {
@@ -534,8 +541,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     /// Idle timeout: ready once nothing was read for `idle_timeout`.
-    fn poll_idle(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<()> {
-        let Some(idle) = self.idle_timeout else {
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(idle) = self.config.idle_timeout else {
             return Poll::Pending;
         };
         let deadline = self.last_read + idle;
@@ -545,20 +552,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        w.read_set.register(cx);
-        timer.as_mut().poll(&mut w.read_cx())
+        timer.as_mut().poll(&mut self.read_waiters.context(cx))
     }
 
     /// Keepalive: queues a ping every `ping_interval`.
-    fn poll_keepalive(&mut self, cx: &mut Context<'_>, w: &Wakers) {
-        let Some(interval) = self.ping_interval else {
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) {
+        let Some(interval) = self.config.ping_interval else {
             return;
         };
         let timer = self
             .ping_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
-        w.read_set.register(cx);
-        while timer.as_mut().poll(&mut w.read_cx()).is_ready() {
+        while timer
+            .as_mut()
+            .poll(&mut self.read_waiters.context(cx))
+            .is_ready()
+        {
             if self.conn.can_send() && !self.write_failed {
                 let _ = self.conn.ping(Bytes::new());
             }
@@ -566,12 +575,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<io::Result<usize>> {
-        w.read_set.register(cx);
-        let mut rcx = w.read_cx();
-        let buf = self.conn.read_buffer();
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut rcx = self.read_waiters.context(cx);
+        let mut buf = self.conn.read_buffer();
         if buf.capacity() - buf.len() < MIN_READ_SPACE {
-            buf.reserve(self.read_reserve);
+            buf = self
+                .conn
+                .reserve_read(self.read_reserve + READ_HEADER_SLACK);
         }
         let space = buf.capacity() - buf.len();
         let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), &mut rcx, buf);
@@ -584,7 +594,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     /// Writes queued bytes until none are left (`Ready(Ok)`) or the transport is full.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<io::Result<()>> {
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_failed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -594,8 +604,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 self.control_backlog = 0;
                 return Poll::Ready(Ok(()));
             }
-            w.write_set.register(cx);
-            let mut wcx = w.write_cx(cx);
+            let mut wcx = self.write_waiters.context(cx);
             let stream = Pin::new(&mut self.stream);
             let (result, from_out) = if !self.out.is_empty() {
                 (stream.poll_write(&mut wcx, &self.out), true)
@@ -644,22 +653,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<Result<(), Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             if matches!(self.phase, Phase::Open) && !self.write_failed && !self.conn.can_send() {
                 // Our close reply (or close frame) may still be queued. Callers often drop
                 // the socket on this error, so get it to the peer first.
-                let _ = ready!(self.poll_write_out(cx, w));
+                let _ = ready!(self.poll_write_out(cx));
             }
             self.check_send()?;
-            if self.queued() < self.high_water {
+            if self.queued() < self.config.write_buffer_high_water.max(1) {
                 return Poll::Ready(Ok(()));
             }
-            ready!(self.poll_write_out(cx, w))?;
+            ready!(self.poll_write_out(cx))?;
         }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>, w: &Wakers) -> Poll<Result<(), Error>> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if matches!(self.phase, Phase::Done) {
             return Poll::Ready(if self.queued() == 0 {
                 Ok(())
@@ -667,8 +676,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 Err(Error::ConnectionClosed)
             });
         }
-        ready!(self.poll_write_out(cx, w))?;
-        let mut wcx = w.write_cx(cx);
+        ready!(self.poll_write_out(cx))?;
+        let mut wcx = self.write_waiters.context(cx);
         ready!(Pin::new(&mut self.stream).poll_flush(&mut wcx)).inspect_err(|_| {
             self.write_failed = true;
         })?;
@@ -684,16 +693,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             return Ok(());
         }
         self.conn.close(frame)?;
-        self.close_timer = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+        self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
         Ok(())
     }
 
-    fn poll_close(
-        &mut self,
-        cx: &mut Context<'_>,
-        w: &Wakers,
-        drive_reads: bool,
-    ) -> Poll<Result<(), Error>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>, drive_reads: bool) -> Poll<Result<(), Error>> {
         loop {
             if let Phase::Done = self.phase {
                 return Poll::Ready(match self.end {
@@ -706,10 +710,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 drive_reads || self.reader_dropped || matches!(self.phase, Phase::Finishing { .. });
             if !drive {
                 // The reader half sees the peer's close; we flush ours and keep the clock.
-                if let Poll::Ready(Err(error)) = self.poll_write_out(cx, w) {
+                if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
                     return Poll::Ready(Err(Error::Io(error)));
                 }
-                if self.conn.is_closing() && poll_timer(&mut self.close_timer, cx, w).is_ready() {
+                if self.conn.is_closing()
+                    && poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready()
+                {
                     debug!("peer did not answer our close frame in time");
                     self.finish(Some(Error::Timeout(CLOSE_TIMEOUT)), End::TimedOut);
                     continue;
@@ -719,33 +725,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 return Poll::Pending;
             }
-            if let Some(Err(error)) = ready!(self.poll_recv(cx, w, Deliver::Nothing)) {
+            if let Some(Err(error)) = ready!(self.poll_recv(cx, Deliver::Nothing)) {
                 return Poll::Ready(Err(error));
             }
         }
     }
 }
 
-impl Wakers {
-    /// A context whose waker wakes every task registered for reads.
-    fn read_cx(&self) -> Context<'_> {
-        Context::from_waker(&self.read_waker)
-    }
-
-    /// A context whose waker wakes every task registered for writes; registers `cx`.
-    fn write_cx(&self, cx: &Context<'_>) -> Context<'_> {
-        self.write_set.register(cx);
-        Context::from_waker(&self.write_waker)
-    }
-}
-
-/// Polls an optional timer with the read fan-out; `Pending` when there is none.
-fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, cx: &Context<'_>, w: &Wakers) -> Poll<()> {
+/// Polls an optional timer on behalf of the reading side; `Pending` when there is none.
+fn poll_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    waiters: &mut Waiters,
+    cx: &Context<'_>,
+) -> Poll<()> {
     match timer {
-        Some(timer) => {
-            w.read_set.register(cx);
-            timer.as_mut().poll(&mut w.read_cx())
-        }
+        Some(timer) => timer.as_mut().poll(&mut waiters.context(cx)),
         None => Poll::Pending,
     }
 }

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use duplex_proto::handshake::{self, HeadReader, ServerUpgrade};
 use duplex_proto::{Config, Connection, HandshakeError, Role};
 use http::{HeaderMap, Request};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
@@ -40,7 +41,8 @@ where
 /// Server options; reusable for every accepted connection.
 #[derive(Clone, Debug)]
 pub struct ServerBuilder {
-    config: WebSocketConfig,
+    /// Shared by every connection accepted with it.
+    config: Arc<WebSocketConfig>,
     handshake_timeout: Duration,
 }
 
@@ -54,14 +56,14 @@ impl ServerBuilder {
     /// Default configuration, 10 s handshake timeout.
     pub fn new() -> Self {
         Self {
-            config: WebSocketConfig::default(),
+            config: Arc::new(WebSocketConfig::default()),
             handshake_timeout: Duration::from_secs(10),
         }
     }
 
     /// Sets the connection configuration (limits, deflate, buffering, timers).
     pub fn config(mut self, config: WebSocketConfig) -> Self {
-        self.config = config;
+        self.config = Arc::new(config);
         self
     }
 
@@ -122,7 +124,18 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// As [`accept`](Self::accept), and [`Error::Handshake`] with the callback's error.
-    pub async fn accept_with<S, F>(&self, mut stream: S, callback: F) -> Result<WebSocket<S>, Error>
+    pub async fn accept_with<S, F>(&self, stream: S, callback: F) -> Result<WebSocket<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: FnOnce(&Request<()>, &mut ServerUpgrade, &mut HeaderMap) -> Result<(), HandshakeError>,
+    {
+        // The handshake's state (the request buffer, the parsed request, the response, the
+        // timer) lives in a box freed when it is done: the caller's future, which typically
+        // lives as long as the connection, then stays small.
+        Box::pin(self.handshake(stream, callback)).await
+    }
+
+    async fn handshake<S, F>(&self, mut stream: S, callback: F) -> Result<WebSocket<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
         F: FnOnce(&Request<()>, &mut ServerUpgrade, &mut HeaderMap) -> Result<(), HandshakeError>,
@@ -149,7 +162,7 @@ impl ServerBuilder {
         Ok(WebSocket::from_parts(
             stream,
             conn,
-            self.config.clone(),
+            Arc::clone(&self.config),
             &buf[head_len..],
         ))
     }

@@ -65,6 +65,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
     }
 
+    /// A message that has already arrived, without waiting; see [`WebSocket::try_recv`].
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.shared.try_recv()
+    }
+
     /// Receives the next message or control frame (pings, pongs, the peer's close frame);
     /// see [`WebSocket::recv_event`].
     ///

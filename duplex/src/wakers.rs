@@ -1,42 +1,105 @@
-//! Fan-out wakers: several tasks wait on one shared transport.
+//! Waking the tasks that wait on one shared transport.
 //!
-//! A tokio IO resource remembers one waker per direction, the last one that polled it. When
-//! the reader and the writer of a split [`WebSocket`](crate::WebSocket) both wait for the
-//! socket to become writable (the reader to flush a pong, the writer to flush its data), only
-//! one of them would be woken. So the transport is always polled with a waker that wakes every
-//! task registered in a [`WakerSet`].
+//! A tokio IO resource (and a timer) remembers one waker per direction: the last one that
+//! polled it. While a single task drives a [`WebSocket`](crate::WebSocket), that is all it
+//! takes, and the transport is polled with the task's own waker. But when two tasks wait in
+//! the same direction at once (the reader and the writer of a split socket both waiting for
+//! it to drain, one to flush a pong and the other its data), only the last one would be
+//! woken. So the first time a direction is polled on behalf of a second task, it switches to
+//! a fan-out waker that wakes every task registered in a [`WakerSet`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Wake, Waker};
 
-/// The tasks waiting for one kind of readiness.
+/// The tasks waiting for one direction of a transport (reads and timers, or writes).
 #[derive(Debug, Default)]
-pub(crate) struct WakerSet {
+pub(crate) struct Waiters {
+    /// The task that polled, while only one has.
+    owner: Option<Waker>,
+    /// The fan-out, from the first time a second task polled.
+    fan: Option<Box<Fan>>,
+}
+
+#[derive(Debug)]
+struct Fan {
+    set: Arc<WakerSet>,
+    waker: Waker,
+}
+
+impl Waiters {
+    /// A context to poll the transport (or a timer) with on behalf of the task behind `cx`:
+    /// its own waker while it is the only task, the fan-out waker otherwise.
+    pub(crate) fn context<'a>(&'a mut self, cx: &'a Context<'_>) -> Context<'a> {
+        let waker = cx.waker();
+        if self.fan.is_none() {
+            match &self.owner {
+                None => self.owner = Some(waker.clone()),
+                Some(owner) if owner.will_wake(waker) => {}
+                Some(_) => {
+                    let (set, fan_waker) = WakerSet::new();
+                    if let Some(owner) = self.owner.take() {
+                        set.register(&owner);
+                    }
+                    self.fan = Some(Box::new(Fan {
+                        set,
+                        waker: fan_waker,
+                    }));
+                }
+            }
+        }
+        match &self.fan {
+            Some(fan) => {
+                fan.set.register(waker);
+                Context::from_waker(&fan.waker)
+            }
+            None => Context::from_waker(waker),
+        }
+    }
+
+    /// Wakes every task waiting (the connection is over).
+    pub(crate) fn wake_all(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.wake();
+        }
+        if let Some(fan) = &self.fan {
+            fan.set.wake_all();
+        }
+    }
+
+    /// Whether the fan-out is in use.
+    #[cfg(test)]
+    pub(crate) fn is_fanned_out(&self) -> bool {
+        self.fan.is_some()
+    }
+}
+
+/// The tasks that wait for one kind of readiness, once several do.
+#[derive(Debug, Default)]
+struct WakerSet {
     wakers: Mutex<Vec<Waker>>,
 }
 
 impl WakerSet {
     /// A set and the waker that wakes everything in it.
-    pub(crate) fn new() -> (Arc<Self>, Waker) {
+    fn new() -> (Arc<Self>, Waker) {
         let set = Arc::new(Self::default());
         let waker = Waker::from(Arc::clone(&set));
         (set, waker)
     }
 
-    /// Adds the task behind `cx` unless it is already registered.
-    pub(crate) fn register(&self, cx: &Context<'_>) {
+    /// Adds the task behind `waker` unless it is already registered.
+    fn register(&self, waker: &Waker) {
         let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        let waker = cx.waker();
         if !wakers.iter().any(|w| w.will_wake(waker)) {
             wakers.push(waker.clone());
         }
     }
 
-    /// Wakes and forgets every registered task.
-    pub(crate) fn wake_all(&self) {
-        let wakers =
-            std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
-        for waker in wakers {
+    /// Wakes and forgets every registered task, keeping the list's memory for the next ones.
+    fn wake_all(&self) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        // Waking only schedules the tasks; none of them runs (or takes this lock) here.
+        for waker in wakers.drain(..) {
             waker.wake();
         }
     }
@@ -65,19 +128,67 @@ mod tests {
         }
     }
 
+    fn counter() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        (counter, waker)
+    }
+
+    fn count(counter: &Counter) -> usize {
+        counter.0.load(Ordering::SeqCst)
+    }
+
     #[test]
     fn wakes_every_registered_task_once() {
         let (set, fan) = WakerSet::new();
-        let a = Arc::new(Counter(AtomicUsize::new(0)));
-        let b = Arc::new(Counter(AtomicUsize::new(0)));
-        let wa = Waker::from(Arc::clone(&a));
-        let wb = Waker::from(Arc::clone(&b));
-        set.register(&Context::from_waker(&wa));
-        set.register(&Context::from_waker(&wa));
-        set.register(&Context::from_waker(&wb));
+        let (a, wa) = counter();
+        let (b, wb) = counter();
+        set.register(&wa);
+        set.register(&wa);
+        set.register(&wb);
         fan.wake_by_ref();
         fan.wake_by_ref(); // nothing registered any more
-        assert_eq!(a.0.load(Ordering::SeqCst), 1);
-        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        assert_eq!((count(&a), count(&b)), (1, 1));
+    }
+
+    #[test]
+    fn one_task_is_polled_with_its_own_waker() {
+        let mut waiters = Waiters::default();
+        let (a, wa) = counter();
+        for _ in 0..3 {
+            let cx = Context::from_waker(&wa);
+            let inner = waiters.context(&cx);
+            assert!(inner.waker().will_wake(&wa));
+        }
+        assert!(!waiters.is_fanned_out());
+        waiters.wake_all();
+        assert_eq!(count(&a), 1);
+    }
+
+    #[test]
+    fn a_second_task_switches_to_the_fan_out_and_both_are_woken() {
+        let mut waiters = Waiters::default();
+        let (a, wa) = counter();
+        let (b, wb) = counter();
+        let resource_waker = {
+            let cx = Context::from_waker(&wa);
+            waiters.context(&cx).waker().clone()
+        };
+        assert!(resource_waker.will_wake(&wa));
+        // The second task polls; the resource now holds the fan-out waker only.
+        let resource_waker = {
+            let cx = Context::from_waker(&wb);
+            waiters.context(&cx).waker().clone()
+        };
+        assert!(waiters.is_fanned_out());
+        assert!(!resource_waker.will_wake(&wb));
+        // Readiness: the first task, which may still be waiting, is woken too.
+        resource_waker.wake_by_ref();
+        assert_eq!((count(&a), count(&b)), (1, 1));
+        // Later polls register again; wake_all reaches them.
+        let cx = Context::from_waker(&wa);
+        let _ = waiters.context(&cx);
+        waiters.wake_all();
+        assert_eq!((count(&a), count(&b)), (2, 1));
     }
 }

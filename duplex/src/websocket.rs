@@ -53,14 +53,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// [`Config`]: duplex_proto::Config
     pub fn from_connection(stream: S, conn: Connection, config: WebSocketConfig) -> Self {
-        Self::from_parts(stream, conn, config, &[])
+        Self::from_parts(stream, conn, Arc::new(config), &[])
     }
 
     /// After a handshake: `leftover` are bytes that arrived right behind the handshake head.
     pub(crate) fn from_parts(
         stream: S,
         mut conn: Connection,
-        config: WebSocketConfig,
+        config: Arc<WebSocketConfig>,
         leftover: &[u8],
     ) -> Self {
         let pending_error = if leftover.is_empty() {
@@ -69,8 +69,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             conn.handle_bytes(leftover).err()
         };
         Self {
-            shared: Shared::new(stream, conn, &config, pending_error),
-            config: Arc::new(config),
+            shared: Shared::new(stream, conn, Arc::clone(&config), pending_error),
+            config,
         }
     }
 
@@ -92,6 +92,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// [`ProtocolError::AbnormalClosure`]: duplex_proto::ProtocolError::AbnormalClosure
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// A message that has already arrived, without waiting and without reading from the
+    /// transport: one decoded from the same read as the last message [`recv`](Self::recv)
+    /// returned, say. `None` when there is none (or the connection is finishing); then
+    /// `recv` waits for the next one, and reports errors and the end of the connection.
+    ///
+    /// An application that answers messages can feed its answers to every message that
+    /// arrived together and flush once, so a pipelined burst is answered in one write:
+    ///
+    /// ```no_run
+    /// # async fn run(mut ws: duplex::WebSocket<tokio::net::TcpStream>) -> Result<(), duplex::Error> {
+    /// while let Some(message) = ws.recv().await {
+    ///     ws.feed(message?).await?;
+    ///     while let Some(message) = ws.try_recv() {
+    ///         ws.feed(message).await?;
+    ///     }
+    ///     ws.flush().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.shared.try_recv()
     }
 
     /// Receives the next message or control frame: as [`recv`](Self::recv), but also

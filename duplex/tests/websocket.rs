@@ -270,6 +270,53 @@ async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
 }
 
 #[tokio::test]
+async fn split_halves_waiting_on_a_full_socket_are_both_woken() {
+    bounded(async {
+        // A 1 KiB pipe: the writer's message fills it, then the reader's pong waits behind.
+        let (a, b) = tokio::io::duplex(1024);
+        let mut client = WebSocket::from_raw(a, Role::Client, WebSocketConfig::default());
+        let server = WebSocket::from_raw(b, Role::Server, WebSocketConfig::default());
+        let (mut reader, mut writer) = server.split();
+        let big = Message::binary(vec![7u8; 64 << 10]);
+        let sent = big.clone();
+        let writer_task = tokio::spawn(async move {
+            writer.send(sent).await.unwrap();
+            writer.close(CloseCode::NORMAL, "done").await
+        });
+        // The writer waits for the socket to drain first...
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let reader_task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(event) = reader.recv_event().await {
+                got.push(event.unwrap());
+            }
+            got
+        });
+        // ...then the reader, to flush the pong it owes: the last to wait on the transport.
+        client.ping(Bytes::from_static(b"p")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Draining must wake both: the writer's send completes and the pong arrives.
+        assert_eq!(
+            client.recv_event().await.unwrap().unwrap(),
+            Event::Message(big)
+        );
+        assert_eq!(
+            client.recv_event().await.unwrap().unwrap(),
+            Event::Pong(Bytes::from_static(b"p"))
+        );
+        let close = tokio::time::timeout(Duration::from_secs(5), client.recv_event())
+            .await
+            .expect("the writer was not woken when the socket drained");
+        assert!(matches!(close, Some(Ok(Event::Close(_)))));
+        while client.recv_event().await.is_some() {}
+        writer_task.await.unwrap().unwrap();
+        let got = reader_task.await.unwrap();
+        assert_eq!(got[0], Event::Ping(Bytes::from_static(b"p")));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn peer_sending_garbage_gets_1002_and_we_get_protocol_error() {
     bounded(async {
         let (listener, url) = listener().await;
@@ -543,6 +590,44 @@ async fn pipelined_frames_are_coalesced_into_few_writes() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn echo_with_try_recv_answers_a_pipelined_burst_in_one_write() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let io = CountingIo {
+            inner: server_io,
+            writes: Arc::clone(&writes),
+            vectored: true,
+        };
+        let mut client = WebSocket::from_raw(client_io, Role::Client, WebSocketConfig::default());
+        let mut server = WebSocket::from_raw(io, Role::Server, WebSocketConfig::default());
+        assert!(server.try_recv().is_none(), "nothing has arrived");
+        for i in 0..20 {
+            client.feed(Message::text(format!("m{i}"))).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        // recv() reads the whole burst; the rest is already decoded and waits for try_recv.
+        let first = server.recv().await.unwrap().unwrap();
+        server.feed(first).await.unwrap();
+        let mut echoed = 1;
+        while let Some(message) = server.try_recv() {
+            server.feed(message).await.unwrap();
+            echoed += 1;
+        }
+        assert_eq!(echoed, 20);
+        assert!(server.try_recv().is_none());
+        assert_eq!(writes.load(Ordering::SeqCst), 0, "feed does not write");
+        server.flush().await.unwrap();
+        assert_eq!(writes.load(Ordering::SeqCst), 1, "one write for 20 echoes");
+        for i in 0..20 {
+            let message = client.recv().await.unwrap().unwrap();
+            assert_eq!(message.as_text(), Some(format!("m{i}").as_str()));
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

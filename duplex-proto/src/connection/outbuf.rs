@@ -1,5 +1,6 @@
 //! The queue of bytes waiting to be written.
 
+use super::pool;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -21,6 +22,9 @@ impl OutQueue {
 
     /// The contiguous tail, to append encoded bytes to.
     pub(super) fn tail(&mut self) -> &mut BytesMut {
+        if self.tail.capacity() == 0 {
+            self.tail = pool::take(pool::MIN_POOLED);
+        }
         &mut self.tail
     }
 
@@ -33,6 +37,11 @@ impl OutQueue {
         }
         self.chunks_len += bytes.len();
         self.chunks.push_back(bytes);
+    }
+
+    #[cfg(test)]
+    pub(super) fn tail_capacity(&self) -> usize {
+        self.tail.capacity()
     }
 
     pub(super) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
@@ -80,10 +89,12 @@ impl OutQueue {
         total
     }
 
+    /// Gives the tail's buffer back to the thread's pool, and frees the chunk list, when
+    /// nothing is pending.
     pub(super) fn release_if_empty(&mut self) {
         if self.len() == 0 {
             if self.tail.capacity() > 0 {
-                self.tail = BytesMut::new();
+                pool::give(std::mem::take(&mut self.tail));
             }
             if self.chunks.capacity() > 0 {
                 self.chunks = VecDeque::new();

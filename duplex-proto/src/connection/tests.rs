@@ -568,7 +568,39 @@ fn release_idle_memory_frees_buffers() {
     client.release_idle_memory();
     server.release_idle_memory();
     assert_eq!(server.read.capacity(), 0);
-    assert_eq!(client.out.tail().capacity(), 0);
+    assert_eq!(client.out.tail_capacity(), 0);
+}
+
+#[test]
+fn released_buffers_are_reused_from_the_thread_pool() {
+    let (mut client, mut server) = pair();
+    client.send(Message::text("one")).unwrap();
+    let mut wire = BytesMut::new();
+    client.poll_transmit(&mut wire);
+    server.reserve_read(4096).extend_from_slice(&wire);
+    server.handle_read().unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text("one"))]
+    );
+    let storage = server.read.as_ptr() as usize - wire.len();
+    let pooled = pool::pooled();
+    server.release_idle_memory();
+    assert_eq!(server.read.capacity(), 0);
+    assert_eq!(pool::pooled(), pooled + 1);
+    // The next read on this thread gets the same storage back, not a new allocation.
+    client.send(Message::text("two")).unwrap();
+    wire.clear();
+    client.poll_transmit(&mut wire);
+    let buf = server.reserve_read(1024);
+    assert_eq!(buf.as_ptr() as usize, storage);
+    buf.extend_from_slice(&wire);
+    server.handle_read().unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text("two"))]
+    );
+    assert_eq!(pool::pooled(), pooled);
 }
 
 fn deflate_params() -> DeflateParams {
