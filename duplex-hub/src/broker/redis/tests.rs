@@ -226,6 +226,24 @@ async fn presence_of_a_stopped_node_expires_and_a_live_one_is_refreshed() {
     .await;
 }
 
+/// A broker whose Redis is not there yet: unhealthy with a reason, and publish and subscribe
+/// fail fast with `Unavailable` instead of waiting for it.
+async fn assert_unavailable(broker: &RedisBroker, ch: &ChannelName) {
+    assert!(!broker.wait_healthy(Duration::from_millis(500)).await);
+    assert!(!broker.is_healthy());
+    assert!(broker.last_error().is_some());
+    let started = Instant::now();
+    assert!(matches!(
+        broker.publish(ch, publication(1), None).await,
+        Err(BrokerError::Unavailable(_))
+    ));
+    assert!(matches!(
+        broker.subscribe(ch).await,
+        Err(BrokerError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(8), "fails fast");
+}
+
 #[tokio::test]
 async fn unreachable_at_start_is_retried_until_redis_comes() {
     bounded(async {
@@ -235,20 +253,8 @@ async fn unreachable_at_start_is_retried_until_redis_comes() {
         };
         let url = format!("redis://127.0.0.1:{port}");
         let broker = RedisBroker::new(&config(&url, false, 30)).unwrap();
-        assert!(!broker.wait_healthy(Duration::from_millis(500)).await);
-        assert!(!broker.is_healthy());
-        assert!(broker.last_error().is_some());
         let ch = ChannelName::new("chat:late").unwrap();
-        let started = Instant::now();
-        assert!(matches!(
-            broker.publish(&ch, publication(1), None).await,
-            Err(BrokerError::Unavailable(_))
-        ));
-        assert!(matches!(
-            broker.subscribe(&ch).await,
-            Err(BrokerError::Unavailable(_))
-        ));
-        assert!(started.elapsed() < Duration::from_secs(8), "fails fast");
+        assert_unavailable(&broker, &ch).await;
         let _redis = RedisServer::start_on(port);
         assert!(
             broker.wait_healthy(Duration::from_secs(10)).await,
@@ -528,19 +534,8 @@ async fn cluster_unreachable_at_start_is_retried_until_it_comes() {
             ..config(&url, true, 30)
         };
         let broker = RedisBroker::new(&config).unwrap();
-        assert!(!broker.wait_healthy(Duration::from_millis(500)).await);
-        assert!(broker.last_error().is_some());
         let ch = ChannelName::new("chat:late").unwrap();
-        let started = Instant::now();
-        assert!(matches!(
-            broker.publish(&ch, publication(1), None).await,
-            Err(BrokerError::Unavailable(_))
-        ));
-        assert!(matches!(
-            broker.subscribe(&ch).await,
-            Err(BrokerError::Unavailable(_))
-        ));
-        assert!(started.elapsed() < Duration::from_secs(8), "fails fast");
+        assert_unavailable(&broker, &ch).await;
         let _cluster = RedisCluster::start_on(ports, false);
         assert!(
             broker.wait_healthy(Duration::from_secs(20)).await,
