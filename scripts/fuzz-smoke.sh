@@ -2,7 +2,7 @@
 # Fuzz smoke test: runs every cargo-fuzz target in fuzz/ for a short, bounded time and fails
 # on any crash, panic, timeout or out-of-memory. Prints one line per target.
 #
-#   scripts/fuzz-smoke.sh                 # every target, FUZZ_SECONDS (default 20) each
+#   scripts/fuzz-smoke.sh                 # every target, FUZZ_SECONDS (default 12) each
 #   FUZZ_SECONDS=60 scripts/fuzz-smoke.sh inflate frame_header
 #
 # Toolchain: this runs on *stable* Rust. With `-s none` (no sanitizer) cargo-fuzz only passes
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
-seconds="${FUZZ_SECONDS:-20}"
+seconds="${FUZZ_SECONDS:-12}"
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz-smoke: installing cargo-fuzz"

@@ -46,7 +46,10 @@ cd "$ROOT" || exit 1
 export NO_COLOR=1 PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
 if [[ "${CI:-}" == true || "${CI:-}" == 1 ]]; then
     # Fresh builds only in CI: incremental artifacts cost disk and time there.
+    # Test binaries keep line tables (file and line in backtraces) but not full
+    # debug info, which is a large part of their compile and link time.
     export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never
+    export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 fi
 
 ALL_STEPS=(setup fmt clippy doc test build fuzz autobahn-server autobahn-client interop scaleout browser)
