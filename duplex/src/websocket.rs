@@ -99,6 +99,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// returned, say. `None` when there is none (or the connection is finishing); then
     /// `recv` waits for the next one, and reports errors and the end of the connection.
     ///
+    /// Like [`recv`](Self::recv), it passes over pings, pongs and the peer's close (the
+    /// library answers them): an application that watches those with
+    /// [`recv_event`](Self::recv_event) should not mix in `try_recv`.
+    ///
     /// An application that answers messages can feed its answers to every message that
     /// arrived together and flush once, so a pipelined burst is answered in one write:
     ///

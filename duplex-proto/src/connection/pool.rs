@@ -35,13 +35,24 @@ pub(super) fn take(min: usize) -> BytesMut {
     pooled.unwrap_or_else(|| BytesMut::with_capacity(min.max(MIN_POOLED)))
 }
 
-/// Gives an emptied buffer back. It is kept when nothing else shares its storage, its size is
-/// within bounds and the pool has room; otherwise it is dropped.
+/// Gives an emptied buffer back. It is kept when nothing else shares its storage, its whole
+/// allocation is within bounds and the pool has room; otherwise it is dropped.
 pub(super) fn give(mut buf: BytesMut) {
     buf.clear();
-    // Succeeds only for storage no `Bytes` split off it still uses, and makes all of it
-    // available again.
-    if !buf.try_reclaim(MIN_POOLED) || buf.capacity() > MAX_POOLED {
+    // `capacity()` is only what lies after the consumed front of the buffer, and
+    // `try_reclaim` answers at once when that much is asked, without looking at who else
+    // uses the storage. So ask for more than is visible. First for more than the pool keeps:
+    // that succeeds only when the whole allocation is too large (or the visible part
+    // already is), and the buffer goes back to the allocator.
+    if buf.try_reclaim(MAX_POOLED + 1) {
+        return;
+    }
+    // Then for one byte more than is visible: that succeeds only when nothing else shares
+    // the storage and a consumed front can be taken back, and makes all of it visible
+    // again. A buffer never consumed from (rare: a read that got nothing) is dropped too,
+    // as it cannot be told apart from a shared one.
+    let visible = buf.capacity();
+    if !buf.try_reclaim(visible + 1) || buf.capacity() < MIN_POOLED {
         return;
     }
     let _ = POOL.try_with(|pool| {
@@ -61,6 +72,7 @@ pub(super) fn pooled() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     #[test]
     fn reuses_a_returned_buffer() {
@@ -89,16 +101,54 @@ mod tests {
         shared.extend_from_slice(b"payload");
         let payload = shared.split().freeze();
         give(shared); // `payload` still uses the storage
-        give(BytesMut::with_capacity(64)); // too small to be worth keeping
-        give(BytesMut::with_capacity(MAX_POOLED + 1)); // too large
+        give(used(64, 1)); // too small to be worth keeping
+        give(used(MAX_POOLED + 1, 1)); // too large
         assert_eq!(pooled(), before);
         assert_eq!(&payload[..], b"payload");
+    }
+
+    /// A buffer as a connection gives it back: some bytes were read into it and consumed.
+    fn used(capacity: usize, consumed: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(capacity);
+        buf.extend_from_slice(&vec![7; consumed]);
+        buf.advance(consumed);
+        buf
+    }
+
+    #[test]
+    fn keeps_no_buffer_still_shared_with_a_message() {
+        let before = pooled();
+        // Plenty of visible room left after the message was split off.
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        buf.extend_from_slice(&[1; 10]);
+        let message = buf.split_to(10).freeze();
+        assert!(buf.capacity() >= MIN_POOLED);
+        give(buf);
+        assert_eq!(pooled(), before, "the message still uses the storage");
+        assert_eq!(&message[..], &[1; 10]);
+    }
+
+    #[test]
+    fn judges_the_whole_allocation_not_what_is_visible() {
+        let before = pooled();
+        // 1 MiB, consumed down to 8 KiB visible: too large to keep.
+        give(used(1 << 20, (1 << 20) - (8 << 10)));
+        assert_eq!(pooled(), before);
+        // 65,550 bytes, 22 consumed: kept, and all of it is available again.
+        let buf = used(65_550, 22);
+        let storage = buf.as_ptr() as usize - 22;
+        give(buf);
+        assert_eq!(pooled(), before + 1);
+        let again = take(65_550);
+        assert_eq!(pooled(), before, "taken from the pool");
+        assert_eq!(again.as_ptr() as usize, storage);
+        assert!(again.capacity() >= 65_550);
     }
 
     #[test]
     fn holds_a_bounded_number() {
         for _ in 0..POOL_LEN + 4 {
-            give(BytesMut::with_capacity(MIN_POOLED));
+            give(used(MIN_POOLED, 1));
         }
         assert_eq!(pooled(), POOL_LEN);
         let taken: Vec<_> = (0..POOL_LEN + 1).map(|_| take(MIN_POOLED)).collect();
