@@ -32,10 +32,10 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# already installed, 2026-11-21): setup 8 s, fmt 1 s, clippy 69 s, doc 15 s,
-# test 155 s, release build 233 s, fuzz smoke 184 s, Autobahn server role
-# 319 s, client role 236 s, interop 70 s, scaleout 34 s, browser 57 s (the
-# SDK's unit tests 3 s, the pages in Chromium 54 s); 23 min in all.
+# and Chromium already installed, 2026-11-21): setup 12 s, fmt 0 s, clippy 98 s,
+# doc 27 s, test 192 s, release build 312 s, fuzz smoke 145 s, Autobahn server
+# role 433 s, client role 282 s, interop 79 s, scaleout 57 s, browser 37 s;
+# 28 min in all.
 # Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
 # A machine without cargo-fuzz also pays for `cargo install cargo-fuzz`.
 set -uo pipefail
