@@ -101,7 +101,8 @@ pub(crate) struct Inner<S> {
     read_reserve: usize,
     phase: Phase,
     end: Option<End>,
-    pending_error: Option<ProtocolError>,
+    /// Boxed, as it is rare: an idle connection's state stays small.
+    pending_error: Option<Box<ProtocolError>>,
     write_failed: bool,
     read_eof: bool,
     control_backlog: usize,
@@ -138,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 read_reserve: INITIAL_READ_RESERVE,
                 phase: Phase::Open,
                 end: None,
-                pending_error,
+                pending_error: pending_error.map(Box::new),
                 write_failed: false,
                 read_eof: false,
                 control_backlog: 0,
@@ -328,7 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             if let Some(error) = self.pending_error.take() {
                 debug!(%error, "peer broke the protocol; closing");
-                self.finish(Some(Error::Protocol(error)), End::Failed);
+                self.finish(Some(Error::Protocol(*error)), End::Failed);
                 continue;
             }
             if self.conn.is_closed() {
@@ -393,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 Poll::Ready(Ok(0)) => {
                     self.read_eof = true;
                     if let Err(error) = self.conn.handle_eof() {
-                        self.pending_error = Some(error);
+                        self.pending_error = Some(Box::new(error));
                     }
                 }
                 Poll::Ready(Ok(_)) => {
@@ -441,7 +442,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             self.out.clear();
         }
         if let Err(error) = result {
-            self.pending_error = Some(error);
+            self.pending_error = Some(Box::new(error));
         }
     }
 

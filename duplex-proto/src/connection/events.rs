@@ -1,7 +1,17 @@
 //! The queue of events waiting for [`Connection::poll_event`](super::Connection::poll_event).
 
 use crate::message::Event;
+use std::cell::RefCell;
 use std::collections::VecDeque;
+
+/// Spilled lists kept per thread for the next burst (see [`EventQueue::release_if_empty`]).
+const POOL_LEN: usize = 8;
+/// Larger lists go back to the allocator.
+const MAX_POOLED_EVENTS: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<VecDeque<Event>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Events in arrival order. The oldest is kept inline: a connection that receives one message
 /// at a time (the common case) queues and takes it without allocating; a burst spills into
@@ -23,6 +33,9 @@ impl EventQueue {
         if self.is_empty() {
             self.first = Some(event);
         } else {
+            if self.rest.capacity() == 0 {
+                self.rest = take_list();
+            }
             self.rest.push_back(event);
         }
     }
@@ -31,12 +44,37 @@ impl EventQueue {
         self.first.take().or_else(|| self.rest.pop_front())
     }
 
-    /// Frees the list's memory when it is empty.
+    /// Gives the list's memory up when it is empty: to the thread's pool, from which the next
+    /// burst of any connection on this thread takes it, so pipelined traffic does not
+    /// allocate, grow and free a list for every read, and an idle connection holds none.
     pub(super) fn release_if_empty(&mut self) {
         if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
+            give_list(std::mem::take(&mut self.rest));
         }
     }
+}
+
+fn take_list() -> VecDeque<Event> {
+    POOL.try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn give_list(mut list: VecDeque<Event>) {
+    debug_assert!(list.is_empty());
+    // Back to the start of its storage: the next burst fills it from there.
+    list.clear();
+    if list.capacity() > MAX_POOLED_EVENTS {
+        return;
+    }
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            if pool.len() < POOL_LEN {
+                pool.push(list);
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -65,5 +103,37 @@ mod tests {
         assert!(q.is_empty());
         q.release_if_empty();
         assert_eq!(q.rest.capacity(), 0);
+    }
+
+    #[test]
+    fn a_released_list_is_reused_by_the_next_burst_on_the_thread() {
+        let mut a = EventQueue::default();
+        for n in 0..10 {
+            a.push_back(ping(n));
+        }
+        let spilled = a.rest.as_slices().0.as_ptr();
+        while a.pop_front().is_some() {}
+        a.release_if_empty();
+        assert_eq!(a.rest.capacity(), 0, "an empty queue holds no list");
+        // Another connection's burst on this thread gets the same storage back.
+        let mut b = EventQueue::default();
+        b.push_back(ping(1));
+        b.push_back(ping(2));
+        assert!(b.rest.capacity() >= 9);
+        assert_eq!(b.rest.as_slices().0.as_ptr(), spilled);
+        assert_eq!(b.pop_front(), Some(ping(1)));
+        assert_eq!(b.pop_front(), Some(ping(2)));
+    }
+
+    #[test]
+    fn large_lists_go_back_to_the_allocator() {
+        let mut big = VecDeque::with_capacity(MAX_POOLED_EVENTS + 1);
+        big.push_back(ping(0));
+        big.clear();
+        give_list(big);
+        assert!(POOL.with(|pool| pool
+            .borrow()
+            .iter()
+            .all(|list| list.capacity() <= MAX_POOLED_EVENTS)));
     }
 }
