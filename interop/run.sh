@@ -32,6 +32,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=SCRIPTDIR/../scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 HERE="$ROOT/interop"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -86,97 +88,20 @@ fi
 BIN="${DUPLEX_BIN:-$TARGET_DIR/release/duplex}"
 [[ -x "$BIN" ]] || die "duplex binary not found at $BIN"
 
-# --- process bookkeeping --------------------------------------------------------
+# --- process bookkeeping (helpers in scripts/lib.sh) ---------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/duplex-interop.XXXXXX")"
 RESULTS="$WORK/results"
 : >"$RESULTS"
+# record: checks made by this script rather than by a peer.
+RECORD_PREFIX="harness: " RECORD_ECHO_PASS=0
 PIDS=()
 cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all "${PIDS[@]}"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# run_child CMD...: run CMD in the background and wait for it. bash runs a
-# trap only once the foreground command ends, so long commands are waited for
-# this way: a SIGTERM then stops the run at once and the EXIT trap cleans up.
-run_child() {
-    "$@" &
-    local pid=$!
-    PIDS+=("$pid")
-    wait "$pid"
-}
-
-# record OK LABEL [WHY]: a check made by this script rather than by a peer.
-record() {
-    local ok="$1" label="$2" why="${3:-}"
-    if [[ "$ok" == 1 ]]; then
-        echo "PASS harness: $label" >>"$RESULTS"
-    else
-        echo "FAIL harness: $label: $why" >>"$RESULTS"
-        echo "  FAIL $label: $why"
-    fi
-}
-
-show_log() {
-    local name="$1" file="$2"
-    [[ -s "$file" ]] || return 0
-    echo "  ----- last lines of $name -----"
-    tail -n 15 "$file" | sed 's/^/    /'
-}
-
-# wait_for_port FILE PID: print the port of the first `listening on
-# ...127.0.0.1:PORT` line of FILE; fail if PID exits or 30 s pass.
-wait_for_port() {
-    local file="$1" pid="$2" deadline=$((SECONDS + 30)) match
-    while ((SECONDS < deadline)); do
-        match="$(sed 's/\x1b\[[0-9;]*m//g' "$file" 2>/dev/null |
-            grep -oE 'listening on (wss?://)?127\.0\.0\.1:[0-9]+' | head -n1 || true)"
-        if [[ -n "$match" ]]; then
-            printf '%s\n' "${match##*:}"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# wait_exit PID SECONDS: wait for PID to exit, SIGTERM then SIGKILL after the
-# limit; sets EXIT_STATUS, returns 1 if it had to be stopped.
-wait_exit() {
-    local pid="$1" limit="$2" i
-    for i in $(seq 1 $((limit * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    local stopped=0
-    if kill -0 "$pid" 2>/dev/null; then
-        stopped=1
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    EXIT_STATUS=0
-    wait "$pid" 2>/dev/null || EXIT_STATUS=$?
-    return "$stopped"
-}
 
 # peer_cmd NAME: the command line that runs peer NAME.
 peer_cmd() {

@@ -39,6 +39,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=SCRIPTDIR/../scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 HERE="$ROOT/scale"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -88,82 +90,20 @@ for p in "${PROXIES[@]}"; do
     case "$p" in nginx | haproxy) ;; *) die "unknown proxy '$p' in SCALE_PROXIES (nginx, haproxy)" ;; esac
 done
 
-# --- process bookkeeping (as in interop/run.sh) --------------------------------------
+# --- process bookkeeping (helpers in scripts/lib.sh) ---------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/duplex-scale.XXXXXX")"
 chmod 755 "$WORK" # nginx's workers run as nobody when started by root
 RESULTS="$WORK/results"
 : >"$RESULTS"
+RECORD_PREFIX="" RECORD_ECHO_PASS=1 # record (scripts/lib.sh) prints PASS lines too
 PIDS=()
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all "${PIDS[@]}"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-record() {
-    local ok="$1" label="$2" why="${3:-}"
-    if [[ "$ok" == 1 ]]; then
-        echo "PASS $label" >>"$RESULTS"
-        echo "  PASS $label"
-    else
-        echo "FAIL $label: $why" >>"$RESULTS"
-        echo "  FAIL $label: $why"
-    fi
-}
-
-show_log() {
-    local name="$1" file="$2"
-    [[ -s "$file" ]] || return 0
-    echo "  ----- last lines of $name -----"
-    tail -n 15 "$file" | sed 's/^/    /'
-}
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for_port FILE PID: the port of the first `listening on 127.0.0.1:PORT`
-# line of FILE; fails if PID exits or 30 s pass.
-wait_for_port() {
-    local file="$1" pid="$2" deadline=$((SECONDS + 30)) match
-    while ((SECONDS < deadline)); do
-        match="$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$file" 2>/dev/null | head -n1 || true)"
-        if [[ -n "$match" ]]; then
-            printf '%s\n' "${match##*:}"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS; sets EXIT_STATUS.
-stop_pid() {
-    local pid="$1" limit="$2"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 $((limit * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    EXIT_STATUS=0
-    # (braces: bash's own "Killed" notice goes to /dev/null too)
-    { wait "$pid"; } 2>/dev/null || EXIT_STATUS=$?
-}
 
 # run_check LABEL SUBCOMMAND ARGS...: scale/check.py, its PASS/FAIL lines into
 # the results; a crash or timeout is a failure of its own.

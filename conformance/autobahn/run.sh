@@ -28,6 +28,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../../scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 HERE="$ROOT/conformance/autobahn"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -76,35 +78,14 @@ for c in "${CASES[@]}"; do
     CHECK_ARGS+=(--include "$c")
 done
 
-# --- process bookkeeping ----------------------------------------------------
+# --- process bookkeeping (helpers in scripts/lib.sh) ------------------------
 # Each role runs in its own background subshell with its own work dir, PID
 # list and EXIT trap, so `all` runs both roles even when the first one fails.
 WORK=""
 PIDS=()
 cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all "${PIDS[@]}"
     [[ -z "$WORK" ]] || rm -rf "$WORK"
-}
-
-# run_child CMD...: run CMD in the background and wait for it. bash runs a
-# trap only once the foreground command ends, so long commands are waited for
-# this way: a SIGTERM then stops the run at once and the EXIT trap cleans up.
-run_child() {
-    "$@" &
-    local pid=$!
-    PIDS+=("$pid")
-    wait "$pid"
 }
 
 # role_shell ROLE_FUNCTION: the body of a role's background subshell (started
@@ -118,31 +99,9 @@ role_shell() {
     "$@"
 }
 
-# Print the tail of a log file, indented, to help explain a failure.
-show_log() {
-    local name="$1" file="$2"
-    [[ -s "$file" ]] || return 0
-    echo "----- last lines of $name -----" >&2
-    tail -n 30 "$file" | sed 's/^/  /' >&2
-    echo "-----" >&2
-}
-
-# wait_for_addr FILE PID REGEX TIMEOUT: print the first match of REGEX (an
-# extended regex) on a line of FILE; fail if PID exits or TIMEOUT passes first.
-wait_for_addr() {
-    local file="$1" pid="$2" regex="$3" limit="$4" deadline match
-    deadline=$((SECONDS + limit))
-    while ((SECONDS < deadline)); do
-        match="$(sed 's/\x1b\[[0-9;]*m//g' "$file" 2>/dev/null | grep -oE "$regex" | head -n1 || true)"
-        if [[ -n "$match" ]]; then
-            printf '%s\n' "$match"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
+# show_err NAME FILE: show_log (scripts/lib.sh) with 30 lines, on stderr, to
+# help explain a failure.
+show_err() { show_log "$1" "$2" 30 >&2; }
 
 # stop_gracefully PID NAME: SIGTERM, wait up to 10 s; fail unless it exits 0.
 stop_gracefully() {
@@ -186,7 +145,7 @@ build() {
 
 # --- roles --------------------------------------------------------------------
 run_server_role() {
-    local bin="${DUPLEX_BIN:-$TARGET_DIR/release/duplex}" out="$REPORTS/servers" addr rc start
+    local bin="${DUPLEX_BIN:-$TARGET_DIR/release/duplex}" out="$REPORTS/servers" addr port rc start
     [[ -x "$bin" ]] || die "duplex binary not found at $bin"
     start=$SECONDS
     rm -rf "$out"
@@ -195,12 +154,11 @@ run_server_role() {
     "$bin" echo --listen 127.0.0.1:0 >"$WORK/echo.out" 2>"$WORK/echo.err" &
     local server_pid=$!
     PIDS+=("$server_pid")
-    if ! addr="$(wait_for_addr "$WORK/echo.err" "$server_pid" 'listening on (ws://)?127\.0\.0\.1:[0-9]+' 30)"; then
-        show_log "duplex echo stderr" "$WORK/echo.err"
+    if ! port="$(wait_for_port "$WORK/echo.err" "$server_pid" 30)"; then
+        show_err "duplex echo stderr" "$WORK/echo.err"
         die "duplex echo did not print 'listening on 127.0.0.1:PORT' within 30 s"
     fi
-    addr="${addr##* }"
-    addr="${addr#ws://}"
+    addr="127.0.0.1:$port"
     log "server role: duplex echo (pid $server_pid) on $addr; kosoku fuzzingclient -p $PARALLELISM${CASES[*]:+, cases: ${CASES[*]}}"
 
     rc=0
@@ -209,17 +167,17 @@ run_server_role() {
         >"$WORK/kosoku-client.log" 2>&1 || rc=$?
     tail -n 3 "$WORK/kosoku-client.log" | sed 's/^/  kosoku: /'
     if ((rc == 124 || rc == 137)); then
-        show_log "kosoku" "$WORK/kosoku-client.log"
+        show_err "kosoku" "$WORK/kosoku-client.log"
         die "server role timed out after ${ROLE_TIMEOUT}s"
     fi
     # kosoku exits 1 when a case fails its own (looser) bar; check.py decides.
     if [[ ! -s "$out/index.json" ]]; then
-        show_log "kosoku" "$WORK/kosoku-client.log"
-        show_log "duplex echo stderr" "$WORK/echo.err"
+        show_err "kosoku" "$WORK/kosoku-client.log"
+        show_err "duplex echo stderr" "$WORK/echo.err"
         die "kosoku wrote no report (exit status $rc)"
     fi
     if ! kill -0 "$server_pid" 2>/dev/null; then
-        show_log "duplex echo stderr" "$WORK/echo.err"
+        show_err "duplex echo stderr" "$WORK/echo.err"
         die "duplex echo exited during the run"
     fi
     local stop_ok=1
@@ -229,7 +187,7 @@ run_server_role() {
     "$PY" "$HERE/check.py" --role server --report "$out" "${CHECK_ARGS[@]}" || check_rc=$?
     log "server role took $((SECONDS - start)) s; report: $out/index.html"
     if ((stop_ok == 0)); then
-        show_log "duplex echo stderr" "$WORK/echo.err"
+        show_err "duplex echo stderr" "$WORK/echo.err"
         die "duplex echo did not stop cleanly on SIGTERM"
     fi
     ((check_rc == 0)) || die "server role: report does not match expectations.json"
@@ -266,7 +224,7 @@ run_client_role() {
         kosoku_pids+=($!)
         PIDS+=($!)
         if ! url="$(wait_for_addr "$WORK/kosoku-server-$i.err" "${kosoku_pids[i - 1]}" 'ws://127\.0\.0\.1:[0-9]+' 30)"; then
-            show_log "kosoku fuzzingserver" "$WORK/kosoku-server-$i.err"
+            show_err "kosoku fuzzingserver" "$WORK/kosoku-server-$i.err"
             die "kosoku fuzzingserver did not start within 30 s"
         fi
         log "client role, part $i/$n (${part_args[*]}): kosoku fuzzingserver (pid ${kosoku_pids[i - 1]}) on $url; running $(basename "$bin")"
@@ -280,11 +238,11 @@ run_client_role() {
         rc=0
         wait "${client_pids[i - 1]}" || rc=$?
         if ((rc == 124 || rc == 137)); then
-            show_log "autobahn_client part $i" "$WORK/client-$i.log"
+            show_err "autobahn_client part $i" "$WORK/client-$i.log"
             echo "client role part $i timed out after ${ROLE_TIMEOUT}s" >&2
             failed=1
         elif ((rc != 0)); then
-            show_log "autobahn_client part $i" "$WORK/client-$i.log"
+            show_err "autobahn_client part $i" "$WORK/client-$i.log"
             echo "autobahn_client (part $i) exited with status $rc" >&2
             failed=1
         fi
@@ -295,14 +253,14 @@ run_client_role() {
             sleep 0.1
         done
         if kill -0 "${kosoku_pids[i - 1]}" 2>/dev/null; then
-            show_log "kosoku fuzzingserver part $i" "$WORK/kosoku-server-$i.err"
+            show_err "kosoku fuzzingserver part $i" "$WORK/kosoku-server-$i.err"
             echo "kosoku fuzzingserver (part $i) still running 30 s after its client finished (no /updateReports?)" >&2
             failed=1
         fi
         wait "${kosoku_pids[i - 1]}" 2>/dev/null || true
         tail -n 2 "$WORK/kosoku-server-$i.out" | sed "s/^/  kosoku part $i: /"
         if [[ ! -s "$out/$i/index.json" ]]; then
-            show_log "kosoku fuzzingserver part $i" "$WORK/kosoku-server-$i.err"
+            show_err "kosoku fuzzingserver part $i" "$WORK/kosoku-server-$i.err"
             echo "kosoku fuzzingserver (part $i) wrote no report" >&2
             failed=1
         fi

@@ -34,6 +34,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../../scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 HERE="$ROOT/interop/rooms"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -77,84 +79,19 @@ for p in "${PEERS[@]}"; do
     esac
 done
 
-# --- process bookkeeping (as in interop/run.sh) --------------------------------------
+# --- process bookkeeping (helpers in scripts/lib.sh) ---------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/duplex-rooms.XXXXXX")"
 RESULTS="$WORK/results"
 : >"$RESULTS"
+RECORD_PREFIX="rooms harness: " RECORD_ECHO_PASS=0
 PIDS=()
 cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
-    done
-    for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all "${PIDS[@]}"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-record() {
-    local ok="$1" label="$2" why="${3:-}"
-    if [[ "$ok" == 1 ]]; then
-        echo "PASS rooms harness: $label" >>"$RESULTS"
-    else
-        echo "FAIL rooms harness: $label: $why" >>"$RESULTS"
-        echo "  FAIL $label: $why"
-    fi
-}
-
-show_log() {
-    local name="$1" file="$2"
-    [[ -s "$file" ]] || return 0
-    echo "  ----- last lines of $name -----"
-    tail -n 15 "$file" | sed 's/^/    /'
-}
-
-# wait_for_port FILE PID: the port of the first `listening on 127.0.0.1:PORT`
-# line of FILE; fails if PID exits or 30 s pass.
-wait_for_port() {
-    local file="$1" pid="$2" deadline=$((SECONDS + 30)) match
-    while ((SECONDS < deadline)); do
-        match="$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$file" 2>/dev/null | head -n1 || true)"
-        if [[ -n "$match" ]]; then
-            printf '%s\n' "${match##*:}"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# wait_exit PID SECONDS: wait for PID, then SIGTERM and SIGKILL it; sets
-# EXIT_STATUS, returns 1 if it had to be stopped.
-wait_exit() {
-    local pid="$1" limit="$2" i stopped=0
-    for i in $(seq 1 $((limit * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        stopped=1
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    EXIT_STATUS=0
-    wait "$pid" 2>/dev/null || EXIT_STATUS=$?
-    return "$stopped"
-}
 
 # client_cmd PEER: the command line that runs the room client of PEER.
 client_cmd() {

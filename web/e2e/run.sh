@@ -36,6 +36,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../../scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 HERE="$ROOT/web/e2e"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -80,22 +82,12 @@ command -v redis-server >/dev/null || die "redis-server not found: install it (s
 [[ -f "$HERE/node_modules/playwright-core/package.json" ]] ||
     die "web/e2e/node_modules/playwright-core missing: run (cd web/e2e && npm ci)"
 
-# --- process bookkeeping ------------------------------------------------------------------
+# --- process bookkeeping (helpers in scripts/lib.sh) -------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/duplex-e2e.XXXXXX")"
 mkdir -p "$WORK/pids"
 PIDS=()
-# stop_pid PID: SIGTERM, SIGKILL after 5 s.
-# shellcheck disable=SC2317 # stop_pid and cleanup run from the EXIT trap
-stop_pid() {
-    local pid="$1"
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-# shellcheck disable=SC2317
+# stop_pid (scripts/lib.sh): SIGTERM, SIGKILL after 5 s.
+# shellcheck disable=SC2317 # cleanup runs from the EXIT trap
 cleanup() {
     local pid file
     if [[ -n "${TEST_PID:-}" ]]; then
@@ -122,11 +114,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
-        console.log(s.address().port); s.close(); });'
-}
-
 # --- Redis --------------------------------------------------------------------------------
 REDIS_PORT="$(free_port)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
@@ -151,7 +138,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 if ((!redis_up)); then
-    tail -n 15 "$WORK/redis.log" 2>/dev/null | sed 's/^/    /' || true
+    show_log redis "$WORK/redis.log"
     die "redis-server did not start on 127.0.0.1:$REDIS_PORT"
 fi
 log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID), $BIN, $("$CHROMIUM" --version 2>/dev/null | head -n1)"
@@ -172,9 +159,7 @@ if ((rc == 124)); then
 fi
 if ((rc != 0)); then
     for f in "$WORK"/hub-*.log; do
-        [[ -s "$f" ]] || continue
-        echo "  ----- last lines of $(basename "$f") -----"
-        tail -n 8 "$f" | sed 's/^/    /'
+        show_log "$(basename "$f")" "$f" 8
     done
 fi
 shopt -s nullglob
