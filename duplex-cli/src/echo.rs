@@ -217,8 +217,9 @@ where
             })
             .await;
             match queued {
-                // The peer's close frame came right behind this message; the next
-                // receive flushes what was queued and completes the close handshake.
+                // The peer's close frame came right behind this message: stop feeding,
+                // flush what was queued, and the next receive completes the close
+                // handshake (or reports the end, if the peer is already gone).
                 Err(duplex::Error::Send(_)) => break,
                 other => other?,
             }
