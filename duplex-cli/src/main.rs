@@ -5,10 +5,11 @@
 //! * `duplex connect URL` — a pipe between stdin/stdout and a WebSocket;
 //! * `duplex bench MODE URL` — a load generator that checks every answer.
 
-/// mimalloc rather than glibc's malloc: idle connections are about a sixth smaller (it packs
-/// the runtime's cache-line-aligned task and I/O records without padding them), the echo
-/// paths spend 9–11 % fewer instructions per message and handshakes 15 % fewer. Measured in
-/// docs/performance.md.
+/// With `--features mimalloc`: mimalloc rather than the system's malloc. `duplex echo`'s idle
+/// connections are 10–16 % smaller with it (it packs the runtime's cache-line-aligned task
+/// and I/O records without padding them) and its messages take 9–11 % fewer instructions,
+/// but an idle raw-room member of `duplex serve` is 13–20 % larger, so it is not the
+/// default. Measured in docs/performance.md.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
