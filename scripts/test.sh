@@ -32,11 +32,14 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# and Chromium already installed, 2026-11-21): setup 12 s, fmt 0 s, clippy 98 s,
-# doc 27 s, test 192 s, release build 312 s, fuzz smoke 145 s, Autobahn server
-# role 433 s, client role 282 s, interop 79 s, scaleout 57 s, browser 37 s;
-# 28 min in all.
-# Autobahn's 12.x/13.x permessage-deflate cases are most of its time.
+# and Chromium already installed, 2026-11-21, commit d8d2e29): setup 13 s, fmt 1 s,
+# clippy 106 s, doc 26 s, test 226 s, release build 329 s, fuzz smoke 127 s,
+# Autobahn server role 326 s, client role 295 s, interop 84 s, scaleout 56 s,
+# browser 51 s; 27 min in all.
+# Autobahn's 12.x/13.x permessage-deflate cases are most of its time, and most
+# of that is kosoku's own CPU (it runs 4 cases at a time, the client role in 3
+# parts side by side). The release build is mostly compiling dependencies: a
+# profile without LTO and debug info built no faster.
 # A machine without cargo-fuzz also pays for `cargo install cargo-fuzz`.
 set -uo pipefail
 
