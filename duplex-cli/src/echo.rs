@@ -193,7 +193,7 @@ where
     loop {
         // Hand-polled rather than `select!`ed: a message that is ready is taken without
         // looking at the stop signal, and the future that every idle connection holds stays
-        // small (docs/performance.md, "Idle connections").
+        // small (docs/performance.md, "Optimisations (issue 7)", second pass).
         let next = poll_fn(|cx| match Pin::new(&mut *ws).poll_next(cx) {
             Poll::Ready(next) => Poll::Ready(Some(next)),
             Poll::Pending => stop.as_mut().poll(cx).map(|()| None),
