@@ -87,13 +87,22 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
                     let accepted = Box::new(Accepted {
                         tcp,
                         builder: builder.clone(),
-                        acceptor: acceptor.clone(),
                     });
                     // A number, not the address, goes with the connection: 8 bytes
                     // instead of 32 in every idle connection's task.
                     conn_id += 1;
                     debug!(conn = conn_id, %peer, "connection accepted");
-                    connections.spawn(serve(accepted, conn_id, shutdown.clone()));
+                    let shutdown = shutdown.clone();
+                    // Two kinds of task, so a plain connection's holds nothing of TLS.
+                    match &acceptor {
+                        Some(acceptor) => connections.spawn(serve_tls(
+                            accepted,
+                            acceptor.clone(),
+                            conn_id,
+                            shutdown,
+                        )),
+                        None => connections.spawn(serve(accepted, conn_id, shutdown)),
+                    };
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: ours to report, then breathe.
@@ -125,21 +134,33 @@ static SERVER: duplex::http::HeaderValue =
 struct Accepted {
     tcp: TcpStream,
     builder: ServerBuilder,
-    acceptor: Option<TlsAcceptor>,
 }
 
-/// One connection: optional TLS, the handshake, then echo.
+/// One plain connection: the handshake, then echo.
 async fn serve(accepted: Box<Accepted>, conn_id: u64, shutdown: CancellationToken) {
-    let result = if accepted.acceptor.is_some() {
-        // Boxed: a TLS session's state is large, and this task's future (which every idle
-        // connection holds) would otherwise reserve room for it on plain connections too.
-        Box::pin(tls_echo(accepted, shutdown)).await
-    } else {
-        match Box::pin(plain_handshake(accepted)).await {
-            Ok(mut ws) => echo(&mut ws, &shutdown).await,
-            Err(error) => Err(error),
-        }
+    let result = match Box::pin(plain_handshake(accepted)).await {
+        Ok(mut ws) => echo(&mut ws, &shutdown).await,
+        Err(error) => Err(error),
     };
+    log_end(conn_id, result);
+}
+
+/// One TLS connection: the TLS handshake, the WebSocket handshake, then echo.
+async fn serve_tls(
+    accepted: Box<Accepted>,
+    acceptor: TlsAcceptor,
+    conn_id: u64,
+    shutdown: CancellationToken,
+) {
+    // Boxed: a TLS session's state is large; the task's future stays as small as a plain
+    // connection's, and the box goes with the session.
+    log_end(
+        conn_id,
+        Box::pin(tls_echo(accepted, acceptor, shutdown)).await,
+    );
+}
+
+fn log_end(conn_id: u64, result: Result<(), duplex::Error>) {
     match result {
         Ok(()) => debug!(conn = conn_id, "connection closed"),
         Err(error) => debug!(conn = conn_id, %error, "connection ended with an error"),
@@ -148,14 +169,10 @@ async fn serve(accepted: Box<Accepted>, conn_id: u64, shutdown: CancellationToke
 
 async fn tls_echo(
     accepted: Box<Accepted>,
+    acceptor: TlsAcceptor,
     shutdown: CancellationToken,
 ) -> Result<(), duplex::Error> {
-    let Accepted {
-        tcp,
-        builder,
-        acceptor,
-    } = *accepted;
-    let acceptor = acceptor.expect("tls_echo without an acceptor");
+    let Accepted { tcp, builder } = *accepted;
     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => echo(&mut handshake(builder, tls).await?, &shutdown).await,
         Ok(Err(error)) => Err(duplex::Error::Io(error)),
@@ -165,7 +182,7 @@ async fn tls_echo(
 
 /// The handshake of a plain connection; frees what it started with.
 async fn plain_handshake(accepted: Box<Accepted>) -> Result<WebSocket<TcpStream>, duplex::Error> {
-    let Accepted { tcp, builder, .. } = *accepted;
+    let Accepted { tcp, builder } = *accepted;
     handshake(builder, tcp).await
 }
 

@@ -1,5 +1,6 @@
 //! The queue of events waiting for [`Connection::poll_event`](super::Connection::poll_event).
 
+use super::pool::{give_to, take_from};
 use crate::message::Event;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -55,10 +56,7 @@ impl EventQueue {
 }
 
 fn take_list() -> VecDeque<Event> {
-    POOL.try_with(|pool| pool.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    take_from(&POOL, Vec::pop).unwrap_or_default()
 }
 
 fn give_list(mut list: VecDeque<Event>) {
@@ -68,13 +66,7 @@ fn give_list(mut list: VecDeque<Event>) {
     if list.capacity() > MAX_POOLED_EVENTS {
         return;
     }
-    let _ = POOL.try_with(|pool| {
-        if let Ok(mut pool) = pool.try_borrow_mut() {
-            if pool.len() < POOL_LEN {
-                pool.push(list);
-            }
-        }
-    });
+    give_to(&POOL, list, POOL_LEN);
 }
 
 #[cfg(test)]

@@ -9,6 +9,33 @@
 
 use bytes::BytesMut;
 use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// A per-thread free list: a thread-local, bounded `Vec` of reusable values.
+pub(super) type FreeList<T> = LocalKey<RefCell<Vec<T>>>;
+
+/// Takes the value `pick` chooses from this thread's `list`, if any. `None` also when the
+/// thread is being torn down or the list is in use further up the stack.
+pub(super) fn take_from<T: 'static>(
+    list: &'static FreeList<T>,
+    pick: impl FnOnce(&mut Vec<T>) -> Option<T>,
+) -> Option<T> {
+    list.try_with(|list| pick(&mut *list.try_borrow_mut().ok()?))
+        .ok()
+        .flatten()
+}
+
+/// Keeps `value` in this thread's `list` when it holds fewer than `max_len`; otherwise (or
+/// when the list cannot be reached) drops it.
+pub(super) fn give_to<T: 'static>(list: &'static FreeList<T>, value: T, max_len: usize) {
+    let _ = list.try_with(|list| {
+        if let Ok(mut list) = list.try_borrow_mut() {
+            if list.len() < max_len {
+                list.push(value);
+            }
+        }
+    });
+}
 
 /// Smallest buffer worth keeping (and what [`take`] allocates at least).
 pub(super) const MIN_POOLED: usize = 4 << 10;
@@ -24,14 +51,10 @@ thread_local! {
 /// An empty buffer with room for at least `min` bytes: a pooled one if one is large enough,
 /// otherwise a new one of at least [`MIN_POOLED`] bytes.
 pub(super) fn take(min: usize) -> BytesMut {
-    let pooled = POOL
-        .try_with(|pool| {
-            let mut pool = pool.try_borrow_mut().ok()?;
-            let index = pool.iter().rposition(|buf| buf.capacity() >= min)?;
-            Some(pool.swap_remove(index))
-        })
-        .ok()
-        .flatten();
+    let pooled = take_from(&POOL, |pool| {
+        let index = pool.iter().rposition(|buf| buf.capacity() >= min)?;
+        Some(pool.swap_remove(index))
+    });
     pooled.unwrap_or_else(|| BytesMut::with_capacity(min.max(MIN_POOLED)))
 }
 
@@ -55,13 +78,7 @@ pub(super) fn give(mut buf: BytesMut) {
     if !buf.try_reclaim(visible + 1) || buf.capacity() < MIN_POOLED {
         return;
     }
-    let _ = POOL.try_with(|pool| {
-        if let Ok(mut pool) = pool.try_borrow_mut() {
-            if pool.len() < POOL_LEN {
-                pool.push(buf);
-            }
-        }
-    });
+    give_to(&POOL, buf, POOL_LEN);
 }
 
 #[cfg(test)]
