@@ -4,6 +4,7 @@
 #
 #   scripts/fuzz-smoke.sh                 # every target, FUZZ_SECONDS (default 12) each
 #   FUZZ_SECONDS=60 scripts/fuzz-smoke.sh inflate frame_header
+#   FUZZ_JOBS=1 scripts/fuzz-smoke.sh     # one target at a time (default: one per core)
 #
 # Toolchain: this runs on *stable* Rust. With `-s none` (no sanitizer) cargo-fuzz only passes
 # stable rustc flags (`-Cpasses=sancov-module`, `-Cllvm-args=-sanitizer-coverage-*`,
@@ -37,16 +38,35 @@ cargo fuzz build -s none
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-passed=0
-failed=0
-for target in "${targets[@]}"; do
-    log="$work/$target.log"
+# One target per core at a time: libFuzzer runs on one thread, so this halves the step on
+# two cores. Each run writes its own log; results are printed in target order afterwards.
+jobs="${FUZZ_JOBS:-$(nproc)}"
+run_target() {
+    local target="$1"
     mkdir -p "$work/$target"
     # Bounded: -max_total_time stops the run; -timeout fails any single input slower than
     # 10 s; -rss_limit_mb fails runaway memory (a decompression bomb, say).
     if cargo fuzz run -s none "$target" "$work/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 >"$log" 2>&1; then
+        -print_final_stats=1 >"$work/$target.log" 2>&1; then
+        echo ok >"$work/$target.status"
+    else
+        echo failed >"$work/$target.status"
+    fi
+}
+for target in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+        wait -n || true
+    done
+    run_target "$target" &
+done
+wait
+
+passed=0
+failed=0
+for target in "${targets[@]}"; do
+    log="$work/$target.log"
+    if [ "$(cat "$work/$target.status" 2>/dev/null)" = ok ]; then
         execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
         found="$(find "$work/$target" -type f | wc -l)"
         echo "fuzz $target: ok, ${execs:-?} execs in ${seconds}s, ${found} new corpus entries"
