@@ -1,11 +1,14 @@
 //! Prometheus metrics, served at `/metrics`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -35,7 +38,7 @@ pub struct Metrics {
     /// Publications queued for a subscriber.
     pub deliveries: Counter,
     /// Seconds from a publication's acceptance to its write to a subscriber's socket.
-    pub publish_to_write: Histogram,
+    pub publish_to_write: LatencyHistogram,
     /// Connections closed with 4001 because their outbound queue was full.
     pub slow_consumer_disconnects: Counter,
     /// Refused tokens, by reason (`invalid`, `expired`).
@@ -69,9 +72,7 @@ impl Metrics {
             publications: Counter::default(),
             deliveries: Counter::default(),
             // 50 µs … ~3.3 s
-            publish_to_write: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 17),
-            ),
+            publish_to_write: LatencyHistogram::default(),
             slow_consumer_disconnects: Counter::default(),
             auth_failures: Family::default(),
             limit_hits: Family::default(),
@@ -170,6 +171,83 @@ impl Metrics {
     }
 }
 
+/// Upper bounds of [`LatencyHistogram`]'s buckets: 50 µs doubling 16 times (to about 3.3 s),
+/// then +Inf.
+const LATENCY_BUCKETS: usize = 17;
+const LATENCY_BASE_US: u64 = 50;
+
+/// A latency histogram observed once per delivery, from every worker thread: its counts are
+/// plain atomics, so an observation takes no lock (prometheus-client's `Histogram` takes a
+/// write lock for each) and finds its bucket by arithmetic instead of a search. Buckets:
+/// 50 µs × 2^i for i in 0..17, and +Inf. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Not cumulative: `buckets[i]` counts observations in (bound(i-1), bound(i)]; the last
+    /// one those above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Counts one observation of `us` microseconds.
+    pub fn observe_us(&self, us: u64) {
+        // The smallest i with us <= 50 * 2^i: i = ceil(log2(ceil(us / 50))).
+        let units = us.div_ceil(LATENCY_BASE_US);
+        let index = if units <= 1 {
+            0
+        } else {
+            (u64::BITS - (units - 1).leading_zeros()) as usize
+        };
+        let counts = &self.0;
+        counts.buckets[index.min(LATENCY_BUCKETS)].fetch_add(1, Relaxed);
+        counts.count.fetch_add(1, Relaxed);
+        counts.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Counts one observation of `seconds` (negative counts as 0).
+    pub fn observe(&self, seconds: f64) {
+        self.observe_us((seconds.max(0.0) * 1e6).round() as u64);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Relaxed)
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = &self.0;
+        // Read the buckets first and derive the count from them, so a scrape during
+        // observations stays consistent (the count is the +Inf bucket).
+        let buckets: Vec<(f64, u64)> = (0..=LATENCY_BUCKETS)
+            .map(|i| {
+                let bound = if i == LATENCY_BUCKETS {
+                    f64::MAX // written as +Inf
+                } else {
+                    (LATENCY_BASE_US << i) as f64 / 1e6
+                };
+                (bound, counts.buckets[i].load(Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = counts.sum_us.load(Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +273,33 @@ mod tests {
             text.contains("duplex_publish_to_write_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_with_their_bounds() {
+        let h = LatencyHistogram::default();
+        // Bounds: 50 µs, 100 µs, 200 µs, ... 50 µs * 2^16 = 3.2768 s, +Inf.
+        for us in [0, 50, 51, 100, 101, 3_276_800, 3_276_801, 10_000_000] {
+            h.observe_us(us);
+        }
+        h.observe(0.000_2); // 200 µs
+        h.observe(-1.0); // a clock step back: 0
+        assert_eq!(h.count(), 10);
+        let mut registry = Registry::default();
+        registry.register("lat", "test", h.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "lat_bucket{le=\"0.00005\"} 3",
+            "lat_bucket{le=\"0.0001\"} 5",
+            "lat_bucket{le=\"0.0002\"} 7",
+            "lat_bucket{le=\"0.0004\"} 7",
+            "lat_bucket{le=\"3.2768\"} 8",
+            "lat_bucket{le=\"+Inf\"} 10",
+            "lat_count 10",
+            "lat_sum 16.554103", // the microseconds above, in seconds
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::broker::{
 use crate::channel::ChannelName;
 use crate::config::{NamespaceConfig, Permission, Settings, SlowConsumerPolicy};
 use crate::metrics::Metrics;
-use crate::outbox::{Outgoing, SharedFrames};
+use crate::outbox::{Delivery, Outgoing};
 use crate::protocol;
 use crate::registry::{shard_of, Registry};
 use crate::session::{Dialect, SessionHandle};
@@ -432,9 +432,9 @@ impl BrokerHandler for Node {
         let ns = self.namespace(channel);
         let conflate = ns.is_some_and(|ns| ns.slow_consumer == SlowConsumerPolicy::Conflate);
         let echo_rooms = self.settings.rooms.echo_to_sender;
-        let frames = Arc::new(SharedFrames::default());
         let size = publication.data.len() + channel.as_str().len() + 160;
         let publisher = publication.info.as_ref().map(|i| i.client.clone());
+        let delivery = Arc::new(Delivery::new(channel.clone(), publication.clone()));
         let mut delivered = 0u64;
         self.registry.for_each(channel, |session| {
             if session.dialect == Dialect::Raw
@@ -449,11 +449,7 @@ impl BrokerHandler for Node {
                 (Some(key), true) => Some((channel.clone(), key.clone())),
                 _ => None,
             };
-            let item = Outgoing::Publication {
-                channel: channel.clone(),
-                publication: publication.clone(),
-                frames: frames.clone(),
-            };
+            let item = Outgoing::Publication(delivery.clone());
             if session.outbox.push(item, size, slot).is_err() {
                 session.outbox.close(CLOSE_SLOW, "slow consumer");
                 self.metrics.slow_consumer_disconnects.inc();

@@ -9,27 +9,41 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 
-/// A publication's frames, built once by the first subscriber that writes it and shared by
-/// every other.
-#[derive(Debug, Default)]
-pub(crate) struct SharedFrames {
+/// One publication on its way to the subscribers of a channel: shared by all of them, so
+/// queueing it costs each one reference count. Its frames are built once, by the first
+/// subscriber that writes them, and shared by every other.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub channel: ChannelName,
+    pub publication: Arc<Publication>,
     v1: OnceLock<PreparedFrame>,
     raw: OnceLock<PreparedFrame>,
 }
 
-impl SharedFrames {
-    pub(crate) fn v1(&self, channel: &ChannelName, publication: &Publication) -> &PreparedFrame {
+impl Delivery {
+    pub(crate) fn new(channel: ChannelName, publication: Arc<Publication>) -> Self {
+        Self {
+            channel,
+            publication,
+            v1: OnceLock::new(),
+            raw: OnceLock::new(),
+        }
+    }
+
+    /// The `duplex.v1` push.
+    pub(crate) fn v1(&self) -> &PreparedFrame {
         self.v1.get_or_init(|| {
             PreparedFrame::new(crate::protocol::publication_push(
-                channel.as_str(),
-                publication,
+                self.channel.as_str(),
+                &self.publication,
             ))
         })
     }
 
-    pub(crate) fn raw(&self, publication: &Publication) -> &PreparedFrame {
+    /// The raw-room message: the data alone.
+    pub(crate) fn raw(&self) -> &PreparedFrame {
         self.raw
-            .get_or_init(|| PreparedFrame::new(crate::protocol::raw_push(publication)))
+            .get_or_init(|| PreparedFrame::new(crate::protocol::raw_push(&self.publication)))
     }
 }
 
@@ -37,11 +51,7 @@ impl SharedFrames {
 #[derive(Debug, Clone)]
 pub(crate) enum Outgoing {
     /// A publication of a subscribed channel.
-    Publication {
-        channel: ChannelName,
-        publication: Arc<Publication>,
-        frames: Arc<SharedFrames>,
-    },
+    Publication(Arc<Delivery>),
     /// A join or leave of a channel (dropped if the session left the channel meanwhile).
     Event {
         channel: ChannelName,
@@ -227,7 +237,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Outgoing::Event { message, .. } => message.as_text().unwrap().to_owned(),
-                Outgoing::Publication { .. } => "publication".into(),
+                Outgoing::Publication(_) => "publication".into(),
             })
             .collect()
     }

@@ -232,15 +232,16 @@ where
         {
             return Flow::Close(code, reason);
         }
+        if batch.is_empty() {
+            // A wake-up stored while the last batch was taken: nothing new to write.
+            return Flow::Continue;
+        }
         let metrics = self.node.metrics();
         let now = crate::broker::now_us();
         for item in batch.drain(..) {
             let result = match &item {
-                Outgoing::Publication {
-                    channel,
-                    publication,
-                    frames,
-                } => {
+                Outgoing::Publication(delivery) => {
+                    let (channel, publication) = (&delivery.channel, &delivery.publication);
                     let Some(sub) = self.subs.get(channel) else {
                         continue;
                     };
@@ -252,8 +253,8 @@ where
                     }
                     metrics
                         .publish_to_write
-                        .observe(now.saturating_sub(publication.time_us) as f64 / 1e6);
-                    let frame = frames.v1(channel, publication);
+                        .observe_us(now.saturating_sub(publication.time_us));
+                    let frame = delivery.v1();
                     metrics.bytes_out.inc_by(frame.message().len() as u64);
                     self.ws.feed_prepared(frame).await
                 }
@@ -893,12 +894,16 @@ where
                 if let Some(order) = handle.outbox.drain(&mut batch, BATCH, BATCH_BYTES) {
                     return Some((order.code, order.reason));
                 }
+                if batch.is_empty() {
+                    // A wake-up stored while the last batch was taken: nothing new to write.
+                    continue;
+                }
                 let now = crate::broker::now_us();
                 for item in batch.drain(..) {
                     let result = match &item {
-                        Outgoing::Publication { publication, frames, .. } => {
-                            metrics.publish_to_write.observe(now.saturating_sub(publication.time_us) as f64 / 1e6);
-                            let frame = frames.raw(publication);
+                        Outgoing::Publication(delivery) => {
+                            metrics.publish_to_write.observe_us(now.saturating_sub(delivery.publication.time_us));
+                            let frame = delivery.raw();
                             metrics.bytes_out.inc_by(frame.message().len() as u64);
                             ws.feed_prepared(frame).await
                         }

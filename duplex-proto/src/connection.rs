@@ -195,6 +195,16 @@ impl Connection {
         &mut self.read
     }
 
+    /// Gives back the read buffer when it is empty, before waiting for the transport: for a
+    /// read that found nothing, right after [`Connection::reserve_read`] took a buffer for
+    /// it. Cheaper than [`Connection::release_idle_memory`], which has to check whether a
+    /// buffer that was read into is still shared with a message.
+    pub fn unreserve_read(&mut self) {
+        if self.read.is_empty() && self.read.capacity() > 0 {
+            pool::give_unused(std::mem::take(&mut self.read));
+        }
+    }
+
     /// Processes whatever is in [`Connection::read_buffer`].
     ///
     /// # Errors
@@ -320,7 +330,10 @@ impl Connection {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
-        if bytes.len() <= INLINE_PAYLOAD {
+        // Alone in the queue, the shared frame is written from where it is: no copy, and no
+        // buffer for a connection that sends one frame at a time. Behind other output, a
+        // small one joins the tail, so a batch goes out in few slices.
+        if self.out.len() > 0 && bytes.len() <= INLINE_PAYLOAD {
             self.out.tail().extend_from_slice(&bytes);
         } else {
             self.out.push(bytes);

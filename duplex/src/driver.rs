@@ -579,6 +579,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut rcx = self.read_waiters.context(cx);
         let mut buf = self.conn.read_buffer();
+        // An idle connection holds no read buffer: it takes one for this read.
+        let taken = buf.capacity() == 0;
         if buf.capacity() - buf.len() < MIN_READ_SPACE {
             buf = self
                 .conn
@@ -586,10 +588,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         let space = buf.capacity() - buf.len();
         let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), &mut rcx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            if n == space && self.read_reserve < MAX_READ_RESERVE {
+        match result {
+            Poll::Ready(Ok(n)) if n == space && self.read_reserve < MAX_READ_RESERVE => {
                 self.read_reserve *= 2;
             }
+            // Nothing to read (the common wake-up of a connection that only sends): the
+            // buffer goes straight back, untouched.
+            Poll::Pending if taken => self.conn.unreserve_read(),
+            _ => {}
         }
         result
     }

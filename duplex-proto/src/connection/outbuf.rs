@@ -7,9 +7,16 @@ use std::io::IoSlice;
 
 /// Pending output: shared chunks queued by reference, followed by a contiguous tail where
 /// headers and small frames are coalesced.
+///
+/// The oldest chunk has a slot of its own: a connection that sends one shared frame at a
+/// time (a fan-out subscriber, say) queues and writes it without allocating a list.
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
+    /// The oldest chunk; `None` only when `chunks` is empty too.
+    first: Option<Bytes>,
+    /// The chunks after `first`.
     chunks: VecDeque<Bytes>,
+    /// Bytes in `first` and `chunks`.
     chunks_len: usize,
     tail: BytesMut,
 }
@@ -32,11 +39,19 @@ impl OutQueue {
     pub(super) fn push(&mut self, bytes: Bytes) {
         if !self.tail.is_empty() {
             let head = self.tail.split().freeze();
-            self.chunks_len += head.len();
-            self.chunks.push_back(head);
+            self.push_chunk(head);
         }
+        self.push_chunk(bytes);
+    }
+
+    fn push_chunk(&mut self, bytes: Bytes) {
         self.chunks_len += bytes.len();
-        self.chunks.push_back(bytes);
+        if self.first.is_none() {
+            debug_assert!(self.chunks.is_empty());
+            self.first = Some(bytes);
+        } else {
+            self.chunks.push_back(bytes);
+        }
     }
 
     #[cfg(test)]
@@ -46,7 +61,10 @@ impl OutQueue {
 
     pub(super) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for chunk in self.chunks.iter().filter(|c| !c.is_empty()) {
+        for chunk in self.first.iter().chain(&self.chunks) {
+            if chunk.is_empty() {
+                continue;
+            }
             if n == dst.len() {
                 return n;
             }
@@ -62,7 +80,7 @@ impl OutQueue {
 
     pub(super) fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
+            let Some(front) = self.first.as_mut() else {
                 break;
             };
             let step = n.min(front.len());
@@ -70,7 +88,7 @@ impl OutQueue {
             self.chunks_len -= step;
             n -= step;
             if front.is_empty() {
-                self.chunks.pop_front();
+                self.first = self.chunks.pop_front();
             }
         }
         let step = n.min(self.tail.len());
@@ -80,7 +98,7 @@ impl OutQueue {
     pub(super) fn drain_into(&mut self, out: &mut BytesMut) -> usize {
         let total = self.len();
         out.reserve(total);
-        for chunk in self.chunks.drain(..) {
+        for chunk in self.first.take().into_iter().chain(self.chunks.drain(..)) {
             out.extend_from_slice(&chunk);
         }
         self.chunks_len = 0;
@@ -93,6 +111,8 @@ impl OutQueue {
     /// nothing is pending.
     pub(super) fn release_if_empty(&mut self) {
         if self.len() == 0 {
+            // Empty chunks may remain (a zero-length frame payload queued by reference).
+            self.first = None;
             if self.tail.capacity() > 0 {
                 pool::give(std::mem::take(&mut self.tail));
             }
@@ -100,6 +120,11 @@ impl OutQueue {
                 self.chunks = VecDeque::new();
             }
         }
+    }
+
+    #[cfg(test)]
+    fn chunk_list_capacity(&self) -> usize {
+        self.chunks.capacity()
     }
 }
 
@@ -123,5 +148,35 @@ mod tests {
         assert_eq!(q.drain_into(&mut out), 5);
         assert_eq!(&out[..], b"defgh");
         assert_eq!(q.len(), 0);
+    }
+
+    /// What `slices` offers, slice by slice.
+    fn pending(q: &OutQueue) -> Vec<Vec<u8>> {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = q.slices(&mut slices);
+        slices[..n].iter().map(|s| s.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_lone_chunk_needs_no_list_and_order_holds_across_the_slot() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"ab"));
+        assert_eq!(q.chunk_list_capacity(), 0, "one chunk takes the slot");
+        q.push(Bytes::from_static(b""));
+        q.push(Bytes::from_static(b"cd"));
+        q.tail().extend_from_slice(b"ef");
+        q.push(Bytes::from_static(b"gh"));
+        // Empty chunks are skipped.
+        assert_eq!(pending(&q), [&b"ab"[..], b"cd", b"ef", b"gh"]);
+        // Across the slot into the list: "ab" and "c" written.
+        q.advance(3);
+        assert_eq!(q.len(), 5);
+        assert_eq!(pending(&q), [&b"d"[..], b"ef", b"gh"]);
+        q.advance(5);
+        assert_eq!(q.len(), 0);
+        q.release_if_empty();
+        assert_eq!(q.chunk_list_capacity(), 0);
+        assert_eq!(q.tail_capacity(), 0);
+        assert!(pending(&q).is_empty());
     }
 }

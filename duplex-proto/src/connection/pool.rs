@@ -81,6 +81,16 @@ pub(super) fn give(mut buf: BytesMut) {
     give_to(&POOL, buf, POOL_LEN);
 }
 
+/// Puts back an empty buffer that nothing was read into since [`take`] gave it: it is as
+/// `take` returned it, so the checks of [`give`] are not needed. (Even a buffer that was
+/// split would be safe here: an empty `BytesMut` only ever hands out its own visible room.)
+pub(super) fn give_unused(buf: BytesMut) {
+    debug_assert!(buf.is_empty());
+    if (MIN_POOLED..=MAX_POOLED).contains(&buf.capacity()) {
+        give_to(&POOL, buf, POOL_LEN);
+    }
+}
+
 #[cfg(test)]
 pub(super) fn pooled() -> usize {
     POOL.with(|pool| pool.borrow().len())

@@ -495,6 +495,33 @@ fn prepared_frame_is_shared() {
     );
 }
 
+#[test]
+fn a_small_prepared_frame_alone_is_written_in_place_and_joins_a_batch_by_copy() {
+    let (mut client, mut server) = pair();
+    let prepared = PreparedFrame::new(Message::text("tick"));
+    server.send_prepared(&prepared).unwrap();
+    // Nothing else queued: sent from the shared frame itself, without taking a buffer.
+    {
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(server.transmit_slices(&mut slices), 1);
+        assert_eq!(slices[0].as_ptr(), prepared.frame_bytes().as_ptr());
+    }
+    assert_eq!(server.out.tail_capacity(), 0);
+    // Behind it, the next ones are coalesced into one slice.
+    server.send_prepared(&prepared).unwrap();
+    server.send_prepared(&prepared).unwrap();
+    let mut slices = [IoSlice::new(&[]); 4];
+    assert_eq!(server.transmit_slices(&mut slices), 2);
+    assert_eq!(slices[1].len(), 2 * prepared.frame_bytes().len());
+    pump(&mut server, &mut client).unwrap();
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(prepared.message().clone()); 3]
+    );
+    server.release_idle_memory();
+    assert_eq!(server.out.tail_capacity(), 0);
+}
+
 fn shared_deflate_params(server_no_context: bool, server_bits: u8) -> DeflateParams {
     DeflateParams {
         server_no_context_takeover: server_no_context,
