@@ -9,7 +9,7 @@ use crate::broker::{
 use crate::channel::ChannelName;
 use crate::config::{NamespaceConfig, Permission, Settings, SlowConsumerPolicy};
 use crate::metrics::Metrics;
-use crate::outbox::{Delivery, Outgoing};
+use crate::outbox::{ChannelEventPush, Delivery, Outgoing};
 use crate::protocol;
 use crate::registry::{shard_of, Registry};
 use crate::session::{Dialect, SessionHandle};
@@ -472,16 +472,17 @@ impl BrokerHandler for Node {
         };
         let message = protocol::event_push(kind, channel.as_str(), info);
         let size = message.len() + 64;
+        let push = Arc::new(ChannelEventPush {
+            channel: channel.clone(),
+            message,
+        });
         self.registry.for_each(channel, |session| {
             if session.dialect != Dialect::V1
                 || session.client_id().is_some_and(|c| c == &*info.client)
             {
                 return;
             }
-            let event = Outgoing::Event {
-                channel: channel.clone(),
-                message: message.clone(),
-            };
+            let event = Outgoing::Event(push.clone());
             if session.outbox.push(event, size, None).is_err() {
                 session.outbox.close(CLOSE_SLOW, "slow consumer");
                 self.metrics.slow_consumer_disconnects.inc();

@@ -53,10 +53,14 @@ pub(crate) enum Outgoing {
     /// A publication of a subscribed channel.
     Publication(Arc<Delivery>),
     /// A join or leave of a channel (dropped if the session left the channel meanwhile).
-    Event {
-        channel: ChannelName,
-        message: Message,
-    },
+    Event(Arc<ChannelEventPush>),
+}
+
+/// A join or leave, shared by the subscribers it goes to.
+#[derive(Debug)]
+pub(crate) struct ChannelEventPush {
+    pub channel: ChannelName,
+    pub message: Message,
 }
 
 /// Why the connection must close.
@@ -71,8 +75,9 @@ pub(crate) type Slot = (ChannelName, Arc<str>);
 
 #[derive(Debug)]
 struct Inner {
-    /// (sequence number, item, its size, its conflation slot)
-    queue: VecDeque<(u64, Outgoing, usize, Option<Slot>)>,
+    /// (sequence number, item, its size, its conflation slot). Small (40 bytes): entries
+    /// move in and out for every delivery; the slot, rare, is boxed.
+    queue: VecDeque<(u64, Outgoing, usize, Option<Box<Slot>>)>,
     bytes: usize,
     next_seq: u64,
     /// Conflation slot → sequence number of the queued item holding it.
@@ -147,7 +152,7 @@ impl Outbox {
             inner.slots.insert(slot.clone(), seq);
         }
         inner.bytes += size;
-        inner.queue.push_back((seq, item, size, slot));
+        inner.queue.push_back((seq, item, size, slot.map(Box::new)));
         drop(inner);
         self.notify.notify_one();
         Ok(())
@@ -193,8 +198,8 @@ impl Outbox {
             taken += size;
             inner.bytes -= size;
             if let Some(slot) = slot {
-                if inner.slots.get(&slot) == Some(&seq) {
-                    inner.slots.remove(&slot);
+                if inner.slots.get(&*slot) == Some(&seq) {
+                    inner.slots.remove(&*slot);
                 }
             }
             out.push(item);
@@ -226,17 +231,17 @@ mod tests {
     use super::*;
 
     fn msg(s: &str) -> Outgoing {
-        Outgoing::Event {
+        Outgoing::Event(Arc::new(ChannelEventPush {
             channel: ChannelName::new("c").unwrap(),
             message: Message::text(s.to_owned()),
-        }
+        }))
     }
 
     fn texts(items: &[Outgoing]) -> Vec<String> {
         items
             .iter()
             .map(|i| match i {
-                Outgoing::Event { message, .. } => message.as_text().unwrap().to_owned(),
+                Outgoing::Event(event) => event.message.as_text().unwrap().to_owned(),
                 Outgoing::Publication(_) => "publication".into(),
             })
             .collect()
@@ -290,5 +295,10 @@ mod tests {
             })
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn queue_entries_stay_small() {
+        assert!(std::mem::size_of::<(u64, Outgoing, usize, Option<Box<Slot>>)>() <= 40);
     }
 }

@@ -258,12 +258,12 @@ where
                     metrics.bytes_out.inc_by(frame.message().len() as u64);
                     self.ws.feed_prepared(frame).await
                 }
-                Outgoing::Event { channel, message } => {
-                    if !self.subs.contains_key(channel) {
+                Outgoing::Event(event) => {
+                    if !self.subs.contains_key(&event.channel) {
                         continue; // left the channel meanwhile
                     }
-                    metrics.bytes_out.inc_by(message.len() as u64);
-                    self.ws.feed(message.clone()).await
+                    metrics.bytes_out.inc_by(event.message.len() as u64);
+                    self.ws.feed(event.message.clone()).await
                 }
             };
             metrics.messages_out.inc();
@@ -907,7 +907,7 @@ where
                             metrics.bytes_out.inc_by(frame.message().len() as u64);
                             ws.feed_prepared(frame).await
                         }
-                        Outgoing::Event { .. } => Ok(()),
+                        Outgoing::Event(_) => Ok(()),
                     };
                     metrics.messages_out.inc();
                     if result.is_err() {

@@ -49,6 +49,12 @@ const CONTROL_OVERHEAD: usize = 6;
 /// peer that pings without reading cannot grow our queue without bound.
 const CONTROL_BACKLOG_LIMIT: usize = 64 << 10;
 
+/// What [`Shared::poll_queue`] queues.
+pub(crate) enum Queued<'a> {
+    Message(Message),
+    Prepared(&'a PreparedFrame),
+}
+
 /// State shared by the handles of one connection.
 pub(crate) struct Shared<S> {
     inner: Mutex<Inner<S>>,
@@ -228,17 +234,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         self.lock().poll_ready(cx)
     }
 
+    /// Waits for room, queues `*item` (taking it), then, with `flush`, writes everything
+    /// queued: `feed`, `send` and their prepared-frame forms, under one lock per poll
+    /// instead of one per step. Once `*item` is `None` it was queued.
+    pub(crate) fn poll_queue(
+        &self,
+        cx: &mut Context<'_>,
+        item: &mut Option<Queued<'_>>,
+        flush: bool,
+    ) -> Poll<Result<(), Error>> {
+        let mut inner = self.lock();
+        if item.is_some() {
+            ready!(inner.poll_ready(cx))?;
+            match item.take() {
+                Some(Queued::Message(message)) => inner.conn.send(message)?,
+                Some(Queued::Prepared(frame)) => inner.conn.send_prepared(frame)?,
+                None => {}
+            }
+        }
+        if flush {
+            inner.poll_flush(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
     pub(crate) fn start_send(&self, message: Message) -> Result<(), Error> {
         let mut inner = self.lock();
         inner.check_send()?;
         inner.conn.send(message)?;
-        Ok(())
-    }
-
-    pub(crate) fn start_send_prepared(&self, frame: &PreparedFrame) -> Result<(), Error> {
-        let mut inner = self.lock();
-        inner.check_send()?;
-        inner.conn.send_prepared(frame)?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The halves of a split [`WebSocket`](crate::WebSocket).
 
 use crate::config::WebSocketConfig;
-use crate::driver::Shared;
+use crate::driver::{Queued, Shared};
 use crate::error::Error;
 use crate::websocket::{close_with_deadline, WebSocket};
 use bytes::Bytes;
@@ -128,8 +128,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.feed(message).await?;
-        self.flush().await
+        let mut item = Some(Queued::Message(message));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
     }
 
     /// Queues a message without flushing; see [`WebSocket::feed`].
@@ -140,8 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
-        self.shared.start_send(message)
+        let mut item = Some(Queued::Message(message));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, false)).await
     }
 
     /// Queues a prepared frame and flushes; see [`WebSocket::send_prepared`].
@@ -149,9 +149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Errors
     /// As [`WebSocket::send`].
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
-        self.shared.start_send_prepared(frame)?;
-        self.flush().await
+        let mut item = Some(Queued::Prepared(frame));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
     }
 
     /// Writes everything queued; see [`WebSocket::flush`].

@@ -1,7 +1,7 @@
 //! [`WebSocket`]: a connection over any tokio byte stream.
 
 use crate::config::WebSocketConfig;
-use crate::driver::Shared;
+use crate::driver::{Queued, Shared};
 use crate::error::Error;
 use crate::split::{WsReader, WsWriter};
 use bytes::Bytes;
@@ -151,8 +151,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// If cancelled while waiting for room, nothing was queued; if cancelled while flushing,
     /// the message is queued and goes out with the next flush or receive.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.feed(message).await?;
-        self.flush().await
+        let mut item = Some(Queued::Message(message));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
     }
 
     /// Queues a message without flushing; waits only while the queue is above the high-water
@@ -164,8 +164,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the message is queued only when the future completes.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
-        self.shared.start_send(message)
+        let mut item = Some(Queued::Message(message));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, false)).await
     }
 
     /// Queues a frame prepared once for many connections (fan-out) and flushes it.
@@ -173,9 +173,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send).
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
-        self.shared.start_send_prepared(frame)?;
-        self.flush().await
+        let mut item = Some(Queued::Prepared(frame));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
     }
 
     /// Queues a prepared frame without flushing; waits only while the queue is above the
@@ -187,8 +186,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the frame is queued only when the future completes.
     pub async fn feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_ready(cx)).await?;
-        self.shared.start_send_prepared(frame)
+        let mut item = Some(Queued::Prepared(frame));
+        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, false)).await
     }
 
     /// Writes everything queued.
