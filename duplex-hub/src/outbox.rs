@@ -6,8 +6,9 @@ use crate::channel::ChannelName;
 use duplex::PreparedFrame;
 use duplex_proto::Message;
 use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// One publication on its way to the subscribers of a channel: shared by all of them, so
 /// queueing it costs each one reference count. Its frames are built once, by the first
@@ -83,13 +84,16 @@ struct Inner {
     /// Conflation slot → sequence number of the queued item holding it.
     slots: HashMap<Slot, u64>,
     close: Option<CloseOrder>,
+    /// The connection's task while it waits in [`Outbox::ready`] with nothing to do; taken
+    /// by the first push (or close) that wakes it, so the pushes that follow before it runs
+    /// cost no wake-up.
+    waiter: Option<Waker>,
 }
 
 /// The queue.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     inner: Mutex<Inner>,
-    notify: Notify,
     limit: usize,
 }
 
@@ -106,8 +110,8 @@ impl Outbox {
                 next_seq: 0,
                 slots: HashMap::new(),
                 close: None,
+                waiter: None,
             }),
-            notify: Notify::new(),
             limit,
         }
     }
@@ -153,8 +157,11 @@ impl Outbox {
         }
         inner.bytes += size;
         inner.queue.push_back((seq, item, size, slot.map(Box::new)));
+        let waiter = inner.waiter.take();
         drop(inner);
-        self.notify.notify_one();
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
         Ok(())
     }
 
@@ -170,8 +177,11 @@ impl Outbox {
             inner.slots.clear();
             inner.bytes = 0;
         }
+        let waiter = inner.waiter.take();
         drop(inner);
-        self.notify.notify_one();
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
     }
 
     /// Moves up to `max` items, and not many more than `max_bytes`, into `out`; returns the
@@ -204,19 +214,28 @@ impl Outbox {
             }
             out.push(item);
         }
-        if !inner.queue.is_empty() {
-            // More to do: make sure the next wait returns at once.
-            self.notify.notify_one();
-        }
         None
     }
 
-    /// Waits until something was pushed or a close was ordered since the last drain.
+    /// Waits until something is queued or a close was ordered: returns at once while
+    /// anything is (drain it, or this keeps returning).
     ///
     /// # Cancel safety
-    /// Cancel safe: a wake-up that is not consumed stays stored.
+    /// Cancel safe: it takes nothing from the queue.
     pub(crate) async fn ready(&self) {
-        self.notify.notified().await;
+        poll_fn(|cx| self.poll_ready(cx)).await;
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.lock();
+        if !inner.queue.is_empty() || inner.close.is_some() {
+            return Poll::Ready(());
+        }
+        match &mut inner.waiter {
+            Some(waiter) if waiter.will_wake(cx.waker()) => {}
+            waiter => *waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Bytes queued.
@@ -300,5 +319,38 @@ mod tests {
     #[test]
     fn queue_entries_stay_small() {
         assert!(std::mem::size_of::<(u64, Outgoing, usize, Option<Box<Slot>>)>() <= 40);
+    }
+
+    #[test]
+    fn ready_wakes_once_per_wait_and_stays_ready_while_anything_is_queued() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(Ordering::SeqCst);
+
+        let o = Outbox::new(100);
+        assert_eq!(o.poll_ready(&mut cx), Poll::Pending);
+        o.push(msg("a"), 1, None).unwrap();
+        assert_eq!(wakes(), 1, "the waiting task is woken");
+        o.push(msg("b"), 1, None).unwrap();
+        assert_eq!(wakes(), 1, "no second wake-up before it ran");
+        assert_eq!(o.poll_ready(&mut cx), Poll::Ready(()));
+        let mut out = Vec::new();
+        o.drain(&mut out, 1, usize::MAX);
+        assert_eq!(o.poll_ready(&mut cx), Poll::Ready(()), "b is still queued");
+        o.drain(&mut out, 1, usize::MAX);
+        assert_eq!(texts(&out), ["a", "b"]);
+        assert_eq!(o.poll_ready(&mut cx), Poll::Pending);
+        o.close(1001, "bye");
+        assert_eq!(wakes(), 2, "a close order wakes it too");
+        assert_eq!(o.poll_ready(&mut cx), Poll::Ready(()));
     }
 }

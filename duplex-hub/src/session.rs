@@ -124,7 +124,8 @@ struct V1<S> {
     /// The token came with the handshake (a token in `connect` is then ignored).
     handshake_identity: bool,
     connected: bool,
-    subs: HashMap<ChannelName, Subscription>,
+    /// Looked up for every delivery: a fast (randomly seeded) hasher.
+    subs: HashMap<ChannelName, Subscription, foldhash::fast::RandomState>,
     bucket: Bucket,
     commands: Bucket,
 }
@@ -160,7 +161,7 @@ where
         handle,
         identity,
         connected: false,
-        subs: HashMap::new(),
+        subs: HashMap::default(),
     };
     session.run().await;
     session.cleanup().await;
@@ -231,10 +232,6 @@ where
             self.handle.outbox.drain(batch, BATCH, BATCH_BYTES)
         {
             return Flow::Close(code, reason);
-        }
-        if batch.is_empty() {
-            // A wake-up stored while the last batch was taken: nothing new to write.
-            return Flow::Continue;
         }
         let metrics = self.node.metrics();
         let now = crate::broker::now_us();
@@ -894,10 +891,6 @@ where
                 if let Some(order) = handle.outbox.drain(&mut batch, BATCH, BATCH_BYTES) {
                     return Some((order.code, order.reason));
                 }
-                if batch.is_empty() {
-                    // A wake-up stored while the last batch was taken: nothing new to write.
-                    continue;
-                }
                 let now = crate::broker::now_us();
                 for item in batch.drain(..) {
                     let result = match &item {
@@ -972,8 +965,10 @@ where
         tokio::select! {
             biased;
             () = handle.outbox.ready() => {
+                // Nothing is queued for an echo connection but a close order; anything
+                // else is dropped, so the wait does not return again at once.
                 let mut none = Vec::new();
-                if let Some(order) = handle.outbox.drain(&mut none, 0, 0) {
+                if let Some(order) = handle.outbox.drain(&mut none, usize::MAX, usize::MAX) {
                     let _ = ws.close(CloseCode::from(order.code), &order.reason).await;
                     break;
                 }
