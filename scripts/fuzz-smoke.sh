@@ -36,11 +36,17 @@ echo "fuzz-smoke: building ${#targets[@]} targets (release, no sanitizer)"
 cargo fuzz build -s none
 
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# On any exit (a failure, Ctrl-C), no new run starts: the ones still going are stopped where
+# they can be (their shells), and each ends within FUZZ_SECONDS anyway (-max_total_time).
+trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$work"' EXIT
 
 # One target per core at a time: libFuzzer runs on one thread, so this halves the step on
 # two cores. Each run writes its own log; results are printed in target order afterwards.
 jobs="${FUZZ_JOBS:-$(nproc)}"
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+    echo "fuzz-smoke: FUZZ_JOBS must be a whole number of at least 1, not '$jobs'" >&2
+    exit 2
+fi
 run_target() {
     local target="$1"
     mkdir -p "$work/$target"

@@ -19,7 +19,8 @@ use outbuf::OutQueue;
 
 /// Payloads up to this size are copied: outgoing ones next to their header, so that many
 /// small frames go out as one contiguous write, incoming ones out of the read buffer, so a
-/// kept message does not pin it. Larger ones are shared by reference (no copy).
+/// kept message does not pin it. Larger ones are shared by reference (no copy), and so is a
+/// prepared frame of any size that has nothing queued before it.
 const INLINE_PAYLOAD: usize = 4096;
 
 /// Control frame payloads are at most 125 bytes (RFC 6455 §5.5), so a close reason is at
@@ -93,6 +94,9 @@ pub struct Connection {
     close_received: bool,
     /// The peer's close frame waits in `events` behind earlier events; answer it when taken.
     close_pending: bool,
+    /// `read` came from the pool in [`Connection::reserve_read`] and nothing was processed
+    /// from it since: [`Connection::unreserve_read`] may put it back unchecked.
+    read_untouched: bool,
     /// A protocol error found behind events not yet taken; applied once they are.
     /// Boxed, as it is rare: an idle connection's fixed state stays small.
     failure_pending: Option<Box<ProtocolError>>,
@@ -137,6 +141,7 @@ impl Connection {
             failed: false,
             close_received: false,
             close_pending: false,
+            read_untouched: false,
             failure_pending: None,
             read: BytesMut::new(),
             frame: None,
@@ -168,6 +173,7 @@ impl Connection {
     /// The first protocol violation found. The close frame that tells the peer why is
     /// already queued: flush it, then close the transport. Later input is ignored.
     pub fn handle_bytes(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        self.read_untouched = false;
         if self.discards_input() {
             return Ok(());
         }
@@ -189,6 +195,7 @@ impl Connection {
     pub fn reserve_read(&mut self, additional: usize) -> &mut BytesMut {
         if self.read.capacity() == 0 {
             self.read = pool::take(additional);
+            self.read_untouched = true;
         } else {
             self.read.reserve(additional);
         }
@@ -201,7 +208,12 @@ impl Connection {
     /// buffer that was read into is still shared with a message.
     pub fn unreserve_read(&mut self) {
         if self.read.is_empty() && self.read.capacity() > 0 {
-            pool::give_unused(std::mem::take(&mut self.read));
+            let read = std::mem::take(&mut self.read);
+            if std::mem::take(&mut self.read_untouched) {
+                pool::give_unused(read);
+            } else {
+                pool::give(read);
+            }
         }
     }
 
@@ -210,6 +222,7 @@ impl Connection {
     /// # Errors
     /// As [`Connection::handle_bytes`].
     pub fn handle_read(&mut self) -> Result<(), ProtocolError> {
+        self.read_untouched = false;
         if self.discards_input() {
             self.read.clear();
             return Ok(());
@@ -440,6 +453,7 @@ impl Connection {
     /// that needs one on this thread (often this one, at its next message) finds it.
     pub fn release_idle_memory(&mut self) {
         if self.read.is_empty() && self.read.capacity() > 0 {
+            self.read_untouched = false;
             pool::give(std::mem::take(&mut self.read));
         }
         self.out.release_if_empty();

@@ -7,18 +7,64 @@ use std::io::IoSlice;
 
 /// Pending output: shared chunks queued by reference, followed by a contiguous tail where
 /// headers and small frames are coalesced.
-///
-/// The oldest chunk has a slot of its own: a connection that sends one shared frame at a
-/// time (a fan-out subscriber, say) queues and writes it without allocating a list.
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
-    /// The oldest chunk; `None` only when `chunks` is empty too.
-    first: Option<Bytes>,
-    /// The chunks after `first`.
-    chunks: VecDeque<Bytes>,
-    /// Bytes in `first` and `chunks`.
+    chunks: Chunks,
+    /// Bytes in `chunks`.
     chunks_len: usize,
     tail: BytesMut,
+}
+
+/// The chunks queued by reference, oldest first. A single chunk needs no list: a connection
+/// that sends one shared frame at a time (a fan-out subscriber, say) queues and writes it
+/// without allocating. A list, once needed, is kept until the queue is empty and released.
+#[derive(Debug, Default)]
+enum Chunks {
+    #[default]
+    None,
+    One(Bytes),
+    Many(VecDeque<Bytes>),
+}
+
+impl Chunks {
+    fn push_back(&mut self, bytes: Bytes) {
+        match self {
+            Chunks::None => *self = Chunks::One(bytes),
+            Chunks::One(_) => {
+                let Chunks::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One above")
+                };
+                *self = Chunks::Many(VecDeque::from([first, bytes]));
+            }
+            Chunks::Many(list) => list.push_back(bytes),
+        }
+    }
+
+    fn as_slices(&self) -> (&[Bytes], &[Bytes]) {
+        match self {
+            Chunks::None => (&[], &[]),
+            Chunks::One(bytes) => (std::slice::from_ref(bytes), &[]),
+            Chunks::Many(list) => list.as_slices(),
+        }
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Chunks::None => None,
+            Chunks::One(bytes) => Some(bytes),
+            Chunks::Many(list) => list.front_mut(),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        match self {
+            Chunks::None => {}
+            Chunks::One(_) => *self = Chunks::None,
+            Chunks::Many(list) => {
+                list.pop_front();
+            }
+        }
+    }
 }
 
 impl OutQueue {
@@ -39,19 +85,11 @@ impl OutQueue {
     pub(super) fn push(&mut self, bytes: Bytes) {
         if !self.tail.is_empty() {
             let head = self.tail.split().freeze();
-            self.push_chunk(head);
+            self.chunks_len += head.len();
+            self.chunks.push_back(head);
         }
-        self.push_chunk(bytes);
-    }
-
-    fn push_chunk(&mut self, bytes: Bytes) {
         self.chunks_len += bytes.len();
-        if self.first.is_none() {
-            debug_assert!(self.chunks.is_empty());
-            self.first = Some(bytes);
-        } else {
-            self.chunks.push_back(bytes);
-        }
+        self.chunks.push_back(bytes);
     }
 
     #[cfg(test)]
@@ -61,7 +99,8 @@ impl OutQueue {
 
     pub(super) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for chunk in self.first.iter().chain(&self.chunks) {
+        let (front, back) = self.chunks.as_slices();
+        for chunk in front.iter().chain(back) {
             if chunk.is_empty() {
                 continue;
             }
@@ -80,7 +119,7 @@ impl OutQueue {
 
     pub(super) fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(front) = self.first.as_mut() else {
+            let Some(front) = self.chunks.front_mut() else {
                 break;
             };
             let step = n.min(front.len());
@@ -88,7 +127,7 @@ impl OutQueue {
             self.chunks_len -= step;
             n -= step;
             if front.is_empty() {
-                self.first = self.chunks.pop_front();
+                self.chunks.pop_front();
             }
         }
         let step = n.min(self.tail.len());
@@ -98,9 +137,11 @@ impl OutQueue {
     pub(super) fn drain_into(&mut self, out: &mut BytesMut) -> usize {
         let total = self.len();
         out.reserve(total);
-        for chunk in self.first.take().into_iter().chain(self.chunks.drain(..)) {
-            out.extend_from_slice(&chunk);
+        let (front, back) = self.chunks.as_slices();
+        for chunk in front.iter().chain(back) {
+            out.extend_from_slice(chunk);
         }
+        self.chunks = Chunks::None;
         self.chunks_len = 0;
         out.extend_from_slice(&self.tail);
         self.tail.clear();
@@ -112,19 +153,19 @@ impl OutQueue {
     pub(super) fn release_if_empty(&mut self) {
         if self.len() == 0 {
             // Empty chunks may remain (a zero-length frame payload queued by reference).
-            self.first = None;
+            self.chunks = Chunks::None;
             if self.tail.capacity() > 0 {
                 pool::give(std::mem::take(&mut self.tail));
-            }
-            if self.chunks.capacity() > 0 {
-                self.chunks = VecDeque::new();
             }
         }
     }
 
     #[cfg(test)]
     fn chunk_list_capacity(&self) -> usize {
-        self.chunks.capacity()
+        match &self.chunks {
+            Chunks::Many(list) => list.capacity(),
+            _ => 0,
+        }
     }
 }
 
@@ -159,6 +200,10 @@ mod tests {
 
     #[test]
     fn a_lone_chunk_needs_no_list_and_order_holds_across_the_slot() {
+        assert!(
+            std::mem::size_of::<OutQueue>() <= 80,
+            "the queue is in every connection, idle ones too"
+        );
         let mut q = OutQueue::default();
         q.push(Bytes::from_static(b"ab"));
         assert_eq!(q.chunk_list_capacity(), 0, "one chunk takes the slot");

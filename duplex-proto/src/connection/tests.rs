@@ -630,6 +630,37 @@ fn released_buffers_are_reused_from_the_thread_pool() {
     assert_eq!(pool::pooled(), pooled);
 }
 
+#[test]
+fn an_untouched_read_buffer_goes_back_but_one_shared_with_a_message_does_not() {
+    let (mut client, mut server) = pair();
+    // A read that found nothing: the buffer goes straight back and comes out again.
+    let storage = server.reserve_read(4096).as_ptr();
+    let pooled = pool::pooled();
+    server.unreserve_read();
+    assert_eq!(server.read.capacity(), 0);
+    assert_eq!(pool::pooled(), pooled + 1);
+    assert_eq!(server.reserve_read(4096).as_ptr(), storage);
+    // A large payload is split off the read buffer without a copy: after it was processed,
+    // the buffer shares its storage with the message and must not be pooled.
+    let big = vec![7u8; 3 * INLINE_PAYLOAD];
+    client.send(Message::binary(big.clone())).unwrap();
+    let mut wire = BytesMut::new();
+    client.poll_transmit(&mut wire);
+    let pooled = pool::pooled();
+    // Room to spare, so the rest after the message would be worth pooling if it were free.
+    server
+        .reserve_read(wire.len() + 2 * pool::MIN_POOLED)
+        .extend_from_slice(&wire);
+    server.handle_read().unwrap();
+    let received = events(&mut server);
+    assert!(server.read.is_empty());
+    assert!(server.read.capacity() >= pool::MIN_POOLED);
+    server.unreserve_read();
+    assert_eq!(server.read.capacity(), 0);
+    assert_eq!(pool::pooled(), pooled, "still shared with the message");
+    assert_eq!(received, vec![Event::Message(Message::binary(big))]);
+}
+
 fn deflate_params() -> DeflateParams {
     DeflateParams {
         server_no_context_takeover: false,
