@@ -38,7 +38,8 @@ cargo fuzz build -s none
 work="$(mktemp -d)"
 # On any exit (a failure, Ctrl-C), no new run starts: the ones still going are stopped where
 # they can be (their shells), and each ends within FUZZ_SECONDS anyway (-max_total_time).
-trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$work"' EXIT
+# (`set -e` holds in the trap too: nothing in it may fail.)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait || true; rm -rf "$work"' EXIT
 
 # One target per core at a time: libFuzzer runs on one thread, so this halves the step on
 # two cores. Each run writes its own log; results are printed in target order afterwards.
