@@ -32,10 +32,11 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# and Chromium already installed, 2026-11-21, commit d8d2e29): setup 13 s, fmt 1 s,
-# clippy 106 s, doc 26 s, test 226 s, release build 329 s, fuzz smoke 127 s,
-# Autobahn server role 326 s, client role 295 s, interop 84 s, scaleout 56 s,
-# browser 51 s; 27 min in all.
+# and Chromium already installed, 2026-11-21, commit ee6a38c): setup 14 s, fmt 1 s,
+# clippy 113 s, doc 29 s, test 198 s, release build 336 s, fuzz smoke 105 s,
+# Autobahn server role 370 s, client role 270 s, interop 85 s, scaleout 56 s,
+# browser 39 s; 27 min in all (the Autobahn server role varied from 326 s to 405 s
+# between runs of the same code: the machine is shared).
 # Autobahn's 12.x/13.x permessage-deflate cases are most of its time, and most
 # of that is kosoku's own CPU (it runs 4 cases at a time, the client role in 3
 # parts side by side). The release build is mostly compiling dependencies: a
