@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use rustls;
-pub use tokio_rustls::{TlsAcceptor, TlsConnector};
+pub use tokio_rustls::{server::TlsStream as ServerTlsStream, TlsAcceptor, TlsConnector};
 
 /// Which trust anchors a client starts from; CA files added with
 /// [`ClientBuilder::add_root_certificate_pem`](crate::ClientBuilder::add_root_certificate_pem)
