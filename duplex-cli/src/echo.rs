@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -116,6 +117,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         }
     }
     drop(listener);
+    STOPPING.store(true, Ordering::Release);
     shutdown.cancel();
     connections.close();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
@@ -195,10 +197,11 @@ type BoxedClose = Pin<Box<dyn Future<Output = Result<(), duplex::Error>> + Send 
 pin_project! {
     /// The task of one connection, polled by hand rather than written as an `async fn`: the
     /// task of every idle connection holds this future, and a state machine with exactly the
-    /// fields it needs is 144 bytes where the `async fn` was 304 (a compiler-made future
-    /// keeps room for every local that lives across an await). Under 152 bytes, tokio's task
-    /// cell (104 bytes of its own, rounded up to 128) is 256 bytes instead of 512
-    /// (docs/performance.md, "Optimisations (issue 7)", fourth pass).
+    /// fields it needs is 144 bytes (152 with the task tracker's token) where the `async fn`
+    /// was 304: a compiler-made future keeps room for every local that lives across an
+    /// await. At 152 bytes or less, tokio's task cell (104 bytes of its own plus the future,
+    /// rounded up to 128) is 256 bytes instead of 512 (docs/performance.md,
+    /// "Optimisations (issue 7)", fourth pass).
     struct EchoConnection<S> {
         // Made once, not once per wait: each new one would register with the token, and
         // deregister when dropped, under its lock.
@@ -206,8 +209,17 @@ pin_project! {
         stop: WaitForCancellationFutureOwned,
         phase: EchoPhase<S>,
         conn_id: u64,
+        // `stop` was polled once, so cancelling the token wakes this task.
+        stop_armed: bool,
     }
 }
+
+/// Raised just before the shutdown token is cancelled. A connection waiting for a message
+/// polls its `stop` future once, to be woken by it, and after that only once this is up:
+/// each poll of it takes the token's lock and its `Notify`'s, and a connection waits once
+/// per message. The waker `stop` keeps stays valid: an `EchoConnection` is always a task of
+/// its own (spawned in [`run`]), so every poll comes with that task's waker.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 enum EchoPhase<S> {
     /// The opening handshake (and the TLS one), boxed: it is large, and freed once done.
@@ -236,6 +248,7 @@ impl<S> EchoConnection<S> {
     fn new(handshake: BoxedHandshake<S>, conn_id: u64, shutdown: CancellationToken) -> Self {
         Self {
             stop: shutdown.cancelled_owned(),
+            stop_armed: false,
             phase: EchoPhase::Handshake(handshake),
             conn_id,
         }
@@ -250,7 +263,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let result = ready!(poll_phase(this.phase, this.stop, cx));
+        let result = ready!(poll_phase(this.phase, this.stop, this.stop_armed, cx));
         *this.phase = EchoPhase::Done;
         match result {
             Ok(()) => debug!(conn = *this.conn_id, "connection closed"),
@@ -265,6 +278,7 @@ where
 fn poll_phase<S>(
     phase: &mut EchoPhase<S>,
     mut stop: Pin<&mut WaitForCancellationFutureOwned>,
+    stop_armed: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), duplex::Error>>
 where
@@ -285,6 +299,10 @@ where
                     Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
                     Poll::Ready(None) => return Poll::Ready(Ok(())),
                     Poll::Pending => {
+                        if *stop_armed && !STOPPING.load(Ordering::Acquire) {
+                            return Poll::Pending;
+                        }
+                        *stop_armed = true;
                         ready!(stop.as_mut().poll(cx));
                         let EchoPhase::Open { mut ws, .. } =
                             std::mem::replace(phase, EchoPhase::Done)

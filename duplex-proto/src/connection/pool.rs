@@ -64,18 +64,15 @@ pub(super) fn give(mut buf: BytesMut) {
     buf.clear();
     // `capacity()` is only what lies after the consumed front of the buffer, and
     // `try_reclaim` answers at once when that much is asked, without looking at who else
-    // uses the storage. So ask for more than is visible. First for more than the pool keeps:
-    // that succeeds only when the whole allocation is too large (or the visible part
-    // already is), and the buffer goes back to the allocator.
-    if buf.try_reclaim(MAX_POOLED + 1) {
-        return;
-    }
-    // Then for one byte more than is visible: that succeeds only when nothing else shares
-    // the storage and a consumed front can be taken back, and makes all of it visible
-    // again. A buffer never consumed from (rare: a read that got nothing) is dropped too,
-    // as it cannot be told apart from a shared one.
+    // uses the storage. So ask for one byte more than is visible: that succeeds only when
+    // nothing else shares the storage and a consumed front can be taken back, and makes
+    // all of it visible again. A buffer never consumed from (rare: a read that got
+    // nothing) is dropped too, as it cannot be told apart from a shared one. Then the
+    // whole allocation is known, and one too small or too large for the pool goes back
+    // to the allocator. (One `try_reclaim`, not two: it is most of the cost of a give,
+    // and a give happens twice per message for a connection that goes idle in between.)
     let visible = buf.capacity();
-    if !buf.try_reclaim(visible + 1) || buf.capacity() < MIN_POOLED {
+    if !buf.try_reclaim(visible + 1) || !(MIN_POOLED..=MAX_POOLED).contains(&buf.capacity()) {
         return;
     }
     give_to(&POOL, buf, POOL_LEN);
