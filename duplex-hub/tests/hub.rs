@@ -729,3 +729,70 @@ async fn index_page_links_documents_that_are_served() {
     })
     .await;
 }
+
+/// A member of a busy room still gets its own messages read: a stream of publications
+/// must not keep its connection from reading what the client sends (here: a message for
+/// the room, then a close frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_room_member_is_still_read() {
+    bounded(async {
+        let hub = Hub::start(HubConfig::default()).await;
+        let (member, _) = duplex::connect(&hub.url("/rooms/busy")).await.unwrap();
+        let (mut other, _) = duplex::connect(&hub.url("/rooms/busy")).await.unwrap();
+        // Publications, as fast as the hub takes them, until the test ends.
+        let floods: Vec<_> = (0..4)
+            .map(|_| {
+                let node = hub.node.clone();
+                tokio::spawn(async move {
+                    let channel = duplex_hub::ChannelName::new("rooms:busy").unwrap();
+                    loop {
+                        let data = duplex_hub::broker::Data::Text("x".repeat(64).into());
+                        node.publish(&channel, data, None, None).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let (mut reader, mut writer) = member.split();
+        // The member keeps reading the flood, so it is no slow consumer.
+        let drain = tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(Ok(_)) = reader.recv().await {
+                n += 1;
+            }
+            (n, reader.close_frame().map(|f| f.code))
+        });
+        // Let the flood fill the member's queue first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer.send(Message::text("from the member")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match other.recv().await {
+                    Some(Ok(Message::Text(t))) if t.as_str() == "from the member" => break,
+                    Some(Ok(_)) => {}
+                    other => panic!("the other member's connection ended: {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert!(got.is_ok(), "the member's message was not read within 5 s");
+        // Its close frame is read, and answered, while publications keep coming.
+        let closed = tokio::time::timeout(
+            Duration::from_secs(5),
+            writer.close(duplex::CloseCode::NORMAL, "bye"),
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the close handshake did not finish within 5 s"
+        );
+        closed.unwrap().unwrap();
+        let (n, code) = drain.await.unwrap();
+        assert!(n >= 100, "the member was flooded: {n} publications");
+        assert_eq!(code, Some(duplex::CloseCode::NORMAL));
+        for flood in floods {
+            flood.abort();
+        }
+    })
+    .await;
+}
