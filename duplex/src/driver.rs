@@ -235,6 +235,10 @@ impl<S> Shared<S> {
         self.lock().conn.role()
     }
 
+    pub(crate) fn with_transport<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.lock().stream)
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
         matches!(self.lock().phase, Phase::Done)
     }

@@ -32,6 +32,7 @@
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::websocket::WebSocket;
+use bytes::Bytes;
 use duplex_proto::handshake::{self, ServerUpgrade};
 use duplex_proto::{Connection, DeflateParams, HandshakeError, Role};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
@@ -39,11 +40,107 @@ use http::{HeaderMap, HeaderName, Request, Response};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// The transport of a WebSocket upgraded from hyper.
-pub type UpgradedIo = TokioIo<Upgraded>;
+///
+/// When hyper served a plain TCP stream (`TokioIo<TcpStream>`, as `hyper_util` and axum's
+/// `serve` do), this is that stream itself, taken back from hyper: reads and writes then
+/// go to the socket directly, not through hyper's `Upgraded` (a boxed, dynamically
+/// dispatched transport with its own buffer of bytes read ahead, behind two adapters
+/// between tokio's and hyper's I/O traits), which costs every read and every write. The
+/// bytes hyper had read ahead are handed to the WebSocket, not lost. Any other transport
+/// (TLS, say) stays behind `Upgraded`.
+#[derive(Debug)]
+pub struct UpgradedIo(Transport);
+
+#[derive(Debug)]
+enum Transport {
+    Tcp(TcpStream),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl UpgradedIo {
+    /// Takes the TCP stream back from hyper when it is one; returns the bytes hyper had
+    /// read past the request.
+    fn new(upgraded: Upgraded) -> (Self, Bytes) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Self(Transport::Tcp(parts.io.into_inner())), parts.read_buf),
+            Err(upgraded) => (
+                Self(Transport::Upgraded(TokioIo::new(upgraded))),
+                Bytes::new(),
+            ),
+        }
+    }
+
+    /// Whether this is the TCP stream itself rather than hyper's `Upgraded`.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.0, Transport::Tcp(_))
+    }
+}
+
+impl AsyncRead for UpgradedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Transport::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpgradedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Transport::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            Transport::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Transport::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Transport::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            Transport::Tcp(io) => io.is_write_vectored(),
+            Transport::Upgraded(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Transport::Tcp(io) => Pin::new(io).poll_flush(cx),
+            Transport::Upgraded(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Transport::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            Transport::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Validates `request` as a WebSocket upgrade and prepares to take the connection over.
 ///
@@ -154,10 +251,12 @@ impl Future for PendingUpgrade {
         let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx)).map_err(Error::Upgrade)?;
         let config = self.config.take().ok_or(Error::ConnectionClosed)?;
         let conn = Connection::with_deflate(Role::Server, config.proto.clone(), self.deflate);
-        Poll::Ready(Ok(WebSocket::from_connection(
-            TokioIo::new(upgraded),
+        let (io, read_ahead) = UpgradedIo::new(upgraded);
+        Poll::Ready(Ok(WebSocket::from_parts(
+            io,
             conn,
-            config,
+            Arc::new(config),
+            &read_ahead,
         )))
     }
 }

@@ -265,6 +265,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn config(&self) -> &WebSocketConfig {
         &self.config
     }
+
+    /// Calls `f` with the transport: to read its peer address or its TLS session, say. The
+    /// connection's state is locked meanwhile, so keep `f` short.
+    pub fn with_transport<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        self.shared.with_transport(f)
+    }
 }
 
 /// Drives the end of a close handshake, bounded by twice the close timeout (the driver's own

@@ -133,3 +133,113 @@ async fn axum_extractor() {
     })
     .await;
 }
+
+/// Tells the client whether the WebSocket reads and writes the TCP stream itself, then
+/// echoes.
+async fn report_transport_then_echo(
+    mut request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (response, pending) =
+        duplex::hyper::upgrade(&mut request, duplex::WebSocketConfig::default()).unwrap();
+    tokio::spawn(async move {
+        let mut ws = pending.await.unwrap();
+        let direct = ws.with_transport(|io| io.is_direct());
+        ws.send(Message::text(format!("direct={direct}")))
+            .await
+            .unwrap();
+        echo(ws).await;
+    });
+    Ok(response)
+}
+
+/// Serves one connection over `io` with hyper, upgrades allowed.
+fn serve_one<I>(io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service_fn(report_transport_then_echo))
+            .with_upgrades()
+            .await;
+    });
+}
+
+/// hyper serving plain TCP: the WebSocket gets the TCP stream back from hyper, and a frame
+/// the client sent in the same write as its request (which hyper read ahead) is not lost.
+#[tokio::test]
+async fn hyper_upgrade_takes_the_tcp_stream_back_with_the_bytes_read_ahead() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            serve_one(tcp);
+        });
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The request and a masked text frame "early", in one write.
+        let mut bytes = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        let mask = [1u8, 2, 3, 4];
+        bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+        bytes.extend_from_slice(&mask);
+        bytes.extend(b"early".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        tcp.write_all(&bytes).await.unwrap();
+        // The 101, then two unmasked text frames: the report and the echo.
+        let expected = [&b"direct=true"[..], &b"early"[..]];
+        let mut received = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 512];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed early");
+            received.extend_from_slice(&chunk[..n]);
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        assert!(received.starts_with(b"HTTP/1.1 101"));
+        let frames_len: usize = expected.iter().map(|p| 2 + p.len()).sum();
+        while received.len() < head_end + frames_len {
+            let mut chunk = [0u8; 512];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed early");
+            received.extend_from_slice(&chunk[..n]);
+        }
+        let mut frames = &received[head_end..];
+        for payload in expected {
+            assert_eq!(frames[0], 0x81);
+            assert_eq!(usize::from(frames[1]), payload.len());
+            assert_eq!(&frames[2..2 + payload.len()], payload);
+            frames = &frames[2 + payload.len()..];
+        }
+    })
+    .await;
+}
+
+/// Any other transport stays behind hyper's `Upgraded`, and works the same.
+#[tokio::test]
+async fn hyper_upgrade_over_another_transport_stays_behind_upgraded() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(64 << 10);
+        serve_one(server_io);
+        let (mut ws, _) = ClientBuilder::new("ws://localhost/ws")
+            .connect_on(client_io)
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text("direct=false")
+        );
+        ws.send(Message::binary(vec![7u8; 70_000])).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::binary(vec![7u8; 70_000])
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
