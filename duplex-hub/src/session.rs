@@ -235,6 +235,9 @@ where
         }
         let metrics = self.node.metrics();
         let now = crate::broker::now_us();
+        // Counted per batch, not per item: the counters are shared by every connection.
+        let mut sent = Sent::default();
+        let mut failed = false;
         for item in batch.drain(..) {
             let result = match &item {
                 Outgoing::Publication(delivery) => {
@@ -252,21 +255,25 @@ where
                         .publish_to_write
                         .observe_us(now.saturating_sub(publication.time_us));
                     let frame = delivery.v1();
-                    metrics.bytes_out.inc_by(frame.message().len() as u64);
+                    sent.add(frame.message().len());
                     self.ws.feed_prepared(frame).await
                 }
                 Outgoing::Event(event) => {
                     if !self.subs.contains_key(&event.channel) {
                         continue; // left the channel meanwhile
                     }
-                    metrics.bytes_out.inc_by(event.message.len() as u64);
+                    sent.add(event.message.len());
                     self.ws.feed(event.message.clone()).await
                 }
             };
-            metrics.messages_out.inc();
             if result.is_err() {
-                return Flow::Close(1006, String::new());
+                failed = true;
+                break;
             }
+        }
+        sent.record(metrics);
+        if failed {
+            return Flow::Close(1006, String::new());
         }
         if self.ws.flush().await.is_err() {
             return Flow::Close(1006, String::new());
@@ -870,6 +877,27 @@ pub(crate) async fn run_room<S>(
     drop(guard);
 }
 
+/// Messages and bytes written from one outbox batch, added to the shared counters once.
+#[derive(Default)]
+struct Sent {
+    messages: u64,
+    bytes: u64,
+}
+
+impl Sent {
+    fn add(&mut self, len: usize) {
+        self.messages += 1;
+        self.bytes += len as u64;
+    }
+
+    fn record(self, metrics: &crate::metrics::Metrics) {
+        if self.messages > 0 {
+            metrics.messages_out.inc_by(self.messages);
+            metrics.bytes_out.inc_by(self.bytes);
+        }
+    }
+}
+
 async fn room_loop<S>(
     node: &Arc<Node>,
     ws: &mut WebSocket<S>,
@@ -892,22 +920,21 @@ where
                     return Some((order.code, order.reason));
                 }
                 let now = crate::broker::now_us();
+                let mut sent = Sent::default();
+                let mut failed = false;
                 for item in batch.drain(..) {
-                    let result = match &item {
-                        Outgoing::Publication(delivery) => {
-                            metrics.publish_to_write.observe_us(now.saturating_sub(delivery.publication.time_us));
-                            let frame = delivery.raw();
-                            metrics.bytes_out.inc_by(frame.message().len() as u64);
-                            ws.feed_prepared(frame).await
+                    if let Outgoing::Publication(delivery) = &item {
+                        metrics.publish_to_write.observe_us(now.saturating_sub(delivery.publication.time_us));
+                        let frame = delivery.raw();
+                        sent.add(frame.message().len());
+                        if ws.feed_prepared(frame).await.is_err() {
+                            failed = true;
+                            break;
                         }
-                        Outgoing::Event(_) => Ok(()),
-                    };
-                    metrics.messages_out.inc();
-                    if result.is_err() {
-                        return None;
                     }
                 }
-                if ws.flush().await.is_err() {
+                sent.record(metrics);
+                if failed || ws.flush().await.is_err() {
                     return None;
                 }
                 if batch.capacity() > 16 {
