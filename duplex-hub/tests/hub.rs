@@ -730,15 +730,28 @@ async fn index_page_links_documents_that_are_served() {
     .await;
 }
 
-/// A member of a busy room still gets its own messages read: a stream of publications
+/// A member of a busy room still gets its own messages read: a backlog of publications
 /// must not keep its connection from reading what the client sends (here: a message for
 /// the room, then a close frame).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_room_member_is_still_read() {
     bounded(async {
-        let hub = Hub::start(HubConfig::default()).await;
+        let mut config = HubConfig::default();
+        // Room for the backlog below: the member is slow for a while, not a slow consumer.
+        config.limits.outbound_queue_bytes = 256 << 20;
+        let hub = Hub::start(config).await;
         let (member, _) = duplex::connect(&hub.url("/rooms/busy")).await.unwrap();
         let (mut other, _) = duplex::connect(&hub.url("/rooms/busy")).await.unwrap();
+        // The other member reads everything, and reports the member's message.
+        let watch = tokio::spawn(async move {
+            loop {
+                match other.recv().await {
+                    Some(Ok(Message::Text(t))) if t.as_str() == "from the member" => return,
+                    Some(Ok(_)) => {}
+                    end => panic!("the other member's connection ended: {end:?}"),
+                }
+            }
+        });
         // Publications, as fast as the hub takes them, until the test ends.
         let floods: Vec<_> = (0..4)
             .map(|_| {
@@ -746,7 +759,7 @@ async fn a_flooded_room_member_is_still_read() {
                 tokio::spawn(async move {
                     let channel = duplex_hub::ChannelName::new("rooms:busy").unwrap();
                     loop {
-                        let data = duplex_hub::broker::Data::Text("x".repeat(64).into());
+                        let data = duplex_hub::broker::Data::Text("x".repeat(1024).into());
                         node.publish(&channel, data, None, None).await.unwrap();
                         tokio::task::yield_now().await;
                     }
@@ -754,7 +767,10 @@ async fn a_flooded_room_member_is_still_read() {
             })
             .collect();
         let (mut reader, mut writer) = member.split();
-        // The member keeps reading the flood, so it is no slow consumer.
+        // The member does not read for a while: its socket fills and publications queue
+        // up in its outbox. Then it sends, and starts reading.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        writer.send(Message::text("from the member")).await.unwrap();
         let drain = tokio::spawn(async move {
             let mut n = 0u64;
             while let Some(Ok(_)) = reader.recv().await {
@@ -762,20 +778,11 @@ async fn a_flooded_room_member_is_still_read() {
             }
             (n, reader.close_frame().map(|f| f.code))
         });
-        // Let the flood fill the member's queue first.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        writer.send(Message::text("from the member")).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match other.recv().await {
-                    Some(Ok(Message::Text(t))) if t.as_str() == "from the member" => break,
-                    Some(Ok(_)) => {}
-                    other => panic!("the other member's connection ended: {other:?}"),
-                }
-            }
-        })
-        .await;
-        assert!(got.is_ok(), "the member's message was not read within 5 s");
+        let got = tokio::time::timeout(Duration::from_secs(5), watch).await;
+        assert!(
+            matches!(got, Ok(Ok(()))),
+            "the member's message was not read within 5 s: {got:?}"
+        );
         // Its close frame is read, and answered, while publications keep coming.
         let closed = tokio::time::timeout(
             Duration::from_secs(5),

@@ -32,7 +32,10 @@ pub struct WebSocketConfig {
     /// Default `None` (no keepalive pings).
     pub ping_interval: Option<Duration>,
     /// Fail the connection with [`Error::Timeout`](crate::Error::Timeout) when nothing at all
-    /// was received for this long (pongs count). Default `None`.
+    /// was received for this long (pongs count) while the connection was being read: the
+    /// time runs from the first wait for data after the last bytes arrived, so an
+    /// application that holds a message before receiving again is not counted against the
+    /// peer. Default `None`.
     pub idle_timeout: Option<Duration>,
 }
 

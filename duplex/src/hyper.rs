@@ -49,13 +49,15 @@ use tokio::net::TcpStream;
 
 /// The transport of a WebSocket upgraded from hyper.
 ///
-/// When hyper served a plain TCP stream (`TokioIo<TcpStream>`, as `hyper_util` and axum's
-/// `serve` do), this is that stream itself, taken back from hyper: reads and writes then
-/// go to the socket directly, not through hyper's `Upgraded` (a boxed, dynamically
-/// dispatched transport with its own buffer of bytes read ahead, behind two adapters
-/// between tokio's and hyper's I/O traits), which costs every read and every write. The
-/// bytes hyper had read ahead are handed to the WebSocket, not lost. Any other transport
-/// (TLS, say) stays behind `Upgraded`.
+/// When hyper served the connection over `hyper_util::rt::TokioIo<TcpStream>` with
+/// `hyper::server::conn::http1` (as `duplex serve` does), this is the TCP stream itself,
+/// taken back from hyper: reads and writes then go to the socket directly, not through
+/// hyper's `Upgraded` (a boxed, dynamically dispatched transport with its own buffer of
+/// bytes read ahead, behind two adapters between tokio's and hyper's I/O traits), which
+/// costs every read and every write. The bytes hyper had read ahead are handed to the
+/// WebSocket, not lost. Any other transport stays behind `Upgraded`: TLS, and also
+/// `axum::serve`, whose `hyper_util` auto builder wraps the stream in a private type.
+/// [`is_direct`](Self::is_direct) tells which.
 #[derive(Debug)]
 pub struct UpgradedIo(Transport);
 

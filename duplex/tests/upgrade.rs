@@ -216,6 +216,20 @@ async fn hyper_upgrade_takes_the_tcp_stream_back_with_the_bytes_read_ahead() {
             assert_eq!(&frames[2..2 + payload.len()], payload);
             frames = &frames[2 + payload.len()..];
         }
+        // The next frame answers our close: "early" was not handled twice.
+        let mut rest = frames.to_vec();
+        let code = 1000u16.to_be_bytes();
+        let mut close = vec![0x88, 0x80 | 2];
+        close.extend_from_slice(&mask);
+        close.extend(code.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        tcp.write_all(&close).await.unwrap();
+        while rest.len() < 2 {
+            let mut chunk = [0u8; 512];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed without a close frame");
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(rest[0], 0x88, "expected the close reply, got {rest:?}");
     })
     .await;
 }

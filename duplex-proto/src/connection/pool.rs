@@ -59,7 +59,10 @@ pub(super) fn take(min: usize) -> BytesMut {
 }
 
 /// Gives an emptied buffer back. It is kept when nothing else shares its storage, its whole
-/// allocation is within bounds and the pool has room; otherwise it is dropped.
+/// allocation is within bounds and the pool has room; otherwise it is dropped. Only buffers
+/// that end where their allocation ends come here (the read buffer and the output tail:
+/// heads are split off their front, never their back), so one `try_reclaim` recovers the
+/// whole allocation and its size can be judged.
 pub(super) fn give(mut buf: BytesMut) {
     buf.clear();
     // `capacity()` is only what lies after the consumed front of the buffer, and
