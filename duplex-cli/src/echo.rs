@@ -323,13 +323,7 @@ where
                         Pin::new(&mut *ws).start_send(message)
                     });
                     match queued {
-                        Ok(()) => {
-                            if let Some(next) = ws.try_recv() {
-                                *step = Step::Send(next);
-                            } else {
-                                *step = Step::Flush;
-                            }
-                        }
+                        Ok(()) => *step = ws.try_recv().map_or(Step::Flush, Step::Send),
                         // The peer's close frame came right behind this message: stop
                         // feeding, flush what was queued, and the next receive completes
                         // the close handshake (or reports the end, if the peer is gone).

@@ -202,10 +202,9 @@ impl Connection {
         &mut self.read
     }
 
-    /// Gives back the read buffer when it is empty, before waiting for the transport: for a
-    /// read that found nothing, right after [`Connection::reserve_read`] took a buffer for
-    /// it. Cheaper than [`Connection::release_idle_memory`], which has to check whether a
-    /// buffer that was read into is still shared with a message.
+    /// Gives back the read buffer when it is empty, before waiting for the transport. A
+    /// buffer that [`Connection::reserve_read`] took for a read that found nothing goes back
+    /// unchecked; one that was read into is checked for storage still shared with a message.
     pub fn unreserve_read(&mut self) {
         if self.read.is_empty() && self.read.capacity() > 0 {
             let read = std::mem::take(&mut self.read);
@@ -452,10 +451,7 @@ impl Connection {
     /// The read and output buffers go to a small per-thread pool, where the next connection
     /// that needs one on this thread (often this one, at its next message) finds it.
     pub fn release_idle_memory(&mut self) {
-        if self.read.is_empty() && self.read.capacity() > 0 {
-            self.read_untouched = false;
-            pool::give(std::mem::take(&mut self.read));
-        }
+        self.unreserve_read();
         self.out.release_if_empty();
         self.events.release_if_empty();
     }

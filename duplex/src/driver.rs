@@ -636,20 +636,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         let Some(idle) = self.config.idle_timeout else {
             return Poll::Pending;
         };
-        let timer = match &mut self.idle_timer {
-            Some(timer) if !self.read_seen => timer,
-            timer => {
-                self.read_seen = false;
-                let deadline = Instant::now() + idle;
-                match timer {
-                    Some(timer) => {
-                        timer.as_mut().reset(deadline);
-                        timer
-                    }
-                    None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-                }
-            }
-        };
+        let restart = std::mem::take(&mut self.read_seen);
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if restart {
+            timer.as_mut().reset(Instant::now() + idle);
+        }
         timer.as_mut().poll(&mut self.read_waiters.context(cx))
     }
 

@@ -40,107 +40,31 @@ use http::{HeaderMap, HeaderName, Request, Response};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
-use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+pub use tokio_util::either::Either;
 
 /// The transport of a WebSocket upgraded from hyper.
 ///
 /// When hyper served the connection over `hyper_util::rt::TokioIo<TcpStream>` with
-/// `hyper::server::conn::http1` (as `duplex serve` does), this is the TCP stream itself,
-/// taken back from hyper: reads and writes then go to the socket directly, not through
-/// hyper's `Upgraded` (a boxed, dynamically dispatched transport with its own buffer of
-/// bytes read ahead, behind two adapters between tokio's and hyper's I/O traits), which
-/// costs every read and every write. The bytes hyper had read ahead are handed to the
-/// WebSocket, not lost. Any other transport stays behind `Upgraded`: TLS, and also
-/// `axum::serve`, whose `hyper_util` auto builder wraps the stream in a private type.
-/// [`is_direct`](Self::is_direct) tells which.
-#[derive(Debug)]
-pub struct UpgradedIo(Transport);
+/// `hyper::server::conn::http1` (as `duplex serve` does), this is [`Either::Left`]: the TCP
+/// stream itself, taken back from hyper, so reads and writes go to the socket directly, not
+/// through hyper's `Upgraded` (a boxed, dynamically dispatched transport with its own
+/// buffer of bytes read ahead, behind two adapters between tokio's and hyper's I/O traits),
+/// which costs every read and every write. The bytes hyper had read ahead are handed to the
+/// WebSocket, not lost. Any other transport is [`Either::Right`], hyper's `Upgraded`: TLS,
+/// and also `axum::serve`, whose `hyper_util` auto builder wraps the stream in a private
+/// type.
+pub type UpgradedIo = Either<TcpStream, TokioIo<Upgraded>>;
 
-#[derive(Debug)]
-enum Transport {
-    Tcp(TcpStream),
-    Upgraded(TokioIo<Upgraded>),
-}
-
-impl UpgradedIo {
-    /// Takes the TCP stream back from hyper when it is one; returns the bytes hyper had
-    /// read past the request.
-    fn new(upgraded: Upgraded) -> (Self, Bytes) {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Self(Transport::Tcp(parts.io.into_inner())), parts.read_buf),
-            Err(upgraded) => (
-                Self(Transport::Upgraded(TokioIo::new(upgraded))),
-                Bytes::new(),
-            ),
-        }
-    }
-
-    /// Whether this is the TCP stream itself rather than hyper's `Upgraded`.
-    pub fn is_direct(&self) -> bool {
-        matches!(self.0, Transport::Tcp(_))
-    }
-}
-
-impl AsyncRead for UpgradedIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Transport::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            Transport::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpgradedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            Transport::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            Transport::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            Transport::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Transport::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.0 {
-            Transport::Tcp(io) => io.is_write_vectored(),
-            Transport::Upgraded(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Transport::Tcp(io) => Pin::new(io).poll_flush(cx),
-            Transport::Upgraded(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Transport::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            Transport::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
-        }
+/// Takes the TCP stream back from hyper when it is one; returns the bytes hyper had read
+/// past the request.
+fn take_transport(upgraded: Upgraded) -> (UpgradedIo, Bytes) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
     }
 }
 
@@ -253,7 +177,7 @@ impl Future for PendingUpgrade {
         let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx)).map_err(Error::Upgrade)?;
         let config = self.config.take().ok_or(Error::ConnectionClosed)?;
         let conn = Connection::with_deflate(Role::Server, config.proto.clone(), self.deflate);
-        let (io, read_ahead) = UpgradedIo::new(upgraded);
+        let (io, read_ahead) = take_transport(upgraded);
         Poll::Ready(Ok(WebSocket::from_parts(
             io,
             conn,

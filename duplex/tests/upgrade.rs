@@ -53,12 +53,7 @@ async fn hyper_upgrade() {
         tokio::spawn(async move {
             for _ in 0..2 {
                 let (tcp, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service_fn(hyper_handler))
-                        .with_upgrades()
-                        .await;
-                });
+                serve_one(tcp, hyper_handler);
             }
         });
         let (mut ws, response) = ClientBuilder::new(format!("ws://{addr}/ws"))
@@ -143,7 +138,7 @@ async fn report_transport_then_echo(
         duplex::hyper::upgrade(&mut request, duplex::WebSocketConfig::default()).unwrap();
     tokio::spawn(async move {
         let mut ws = pending.await.unwrap();
-        let direct = ws.with_transport(|io| io.is_direct());
+        let direct = ws.with_transport(|io| matches!(io, duplex::hyper::Either::Left(_)));
         ws.send(Message::text(format!("direct={direct}")))
             .await
             .unwrap();
@@ -152,14 +147,18 @@ async fn report_transport_then_echo(
     Ok(response)
 }
 
-/// Serves one connection over `io` with hyper, upgrades allowed.
-fn serve_one<I>(io: I)
+/// Serves one connection over `io` with hyper and `handler`, upgrades allowed.
+fn serve_one<I, H, F>(io: I, handler: H)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<Response<Full<Bytes>>, std::convert::Infallible>>
+        + Send
+        + 'static,
 {
     tokio::spawn(async move {
         let _ = http1::Builder::new()
-            .serve_connection(TokioIo::new(io), service_fn(report_transport_then_echo))
+            .serve_connection(TokioIo::new(io), service_fn(handler))
             .with_upgrades()
             .await;
     });
@@ -175,7 +174,7 @@ async fn hyper_upgrade_takes_the_tcp_stream_back_with_the_bytes_read_ahead() {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            serve_one(tcp);
+            serve_one(tcp, report_transport_then_echo);
         });
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         // The request and a masked text frame "early", in one write.
@@ -239,7 +238,7 @@ async fn hyper_upgrade_takes_the_tcp_stream_back_with_the_bytes_read_ahead() {
 async fn hyper_upgrade_over_another_transport_stays_behind_upgraded() {
     bounded(async {
         let (client_io, server_io) = tokio::io::duplex(64 << 10);
-        serve_one(server_io);
+        serve_one(server_io, report_transport_then_echo);
         let (mut ws, _) = ClientBuilder::new("ws://localhost/ws")
             .connect_on(client_io)
             .await
