@@ -10,8 +10,12 @@
 #   e.g.    bench/callgrind.sh duplex 'echo -c 100 --size 16' 4 12
 #           bench/callgrind.sh duplex-serve 'fanout -c 1000 --dialect rooms --path /rooms/bench'
 # (per message: per echo, or per delivery for fanout)
-# prints instructions per message and writes the long run's profile to
-# bench/results/callgrind.SERVER.out (read it with callgrind_annotate).
+# prints instructions per message and writes the two runs' profiles to
+# bench/results/callgrind.SERVER.{short,long}.out (read them with callgrind_annotate; what a
+# function costs per message is its difference between the two over the messages').
+# With CACHE_SIM=1, valgrind also simulates the caches and every event is printed per
+# message: D1mr/D1mw are first-level data misses, DLmr/DLmw last-level ones (lines that
+# came from memory). Repeatable, unlike this machine's (absent) hardware counters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVER=$1 LOAD=$2 SHORT=${3:-4} LONG=${4:-12}
@@ -38,7 +42,8 @@ run() {
     local out=$WORK/callgrind.$1.out log=$WORK/server.$1.log
     : > "$log"
     # shellcheck disable=SC2086
-    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" $CMD 2> "$log" &
+    taskset -c 0 valgrind --tool=callgrind ${CACHE_SIM:+--cache-sim=yes} \
+        --callgrind-out-file="$out" $CMD 2> "$log" &
     PID=$!
     local addr=""
     for _ in $(seq 1 600); do
@@ -55,11 +60,20 @@ run() {
         --warmup 0 --duration "$1" || true)
     count=$(sed -n 's/.*"count":\([0-9]*\).*/\1/p' <<< "$json")
     kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-    local ir
-    ir=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p;s/^summary: *\([0-9]*\).*/\1/p' "$out" | head -n1)
-    cp "$out" "bench/results/callgrind.$SERVER.out"
-    echo "$ir $count"
+    local totals
+    totals=$(sed -n 's/^totals: *//p;s/^summary: *//p' "$out" | head -n1)
+    sed -n 's/^events: *//p' "$out" | head -n1 > "$WORK/events"
+    cp "$out" "bench/results/callgrind.$SERVER.$2.out"
+    echo "$count $totals"
 }
-read -r IR1 N1 < <(run "$SHORT")
-read -r IR2 N2 < <(run "$LONG")
+read -r N1 IR1 REST1 < <(run "$SHORT" short)
+read -r N2 IR2 REST2 < <(run "$LONG" long)
 echo "$SERVER '$LOAD': $(( (IR2 - IR1) / (N2 - N1) )) instructions per message ($N1 and $N2 messages; $IR1 and $IR2 instructions)"
+if [ -n "${CACHE_SIM:-}" ]; then
+    python3 - "$N1" "$N2" "$(cat "$WORK/events")" "$IR1 $REST1" "$IR2 $REST2" <<'PY'
+import sys
+n1, n2, names, a, b = sys.argv[1:]
+for name, x, y in zip(names.split(), a.split(), b.split()):
+    print(f"  {name}: {(int(y) - int(x)) / (int(n2) - int(n1)):.1f} per message")
+PY
+fi

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{ChannelEventPush, Delivery, Outgoing};
 use crate::protocol;
 use crate::registry::{shard_of, Registry};
-use crate::session::{Dialect, SessionHandle};
+use crate::session::{client_tag, Dialect, SessionHandle};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -433,15 +433,18 @@ impl BrokerHandler for Node {
         let conflate = ns.is_some_and(|ns| ns.slow_consumer == SlowConsumerPolicy::Conflate);
         let echo_rooms = self.settings.rooms.echo_to_sender;
         let size = publication.data.len() + channel.as_str().len() + 160;
-        let publisher = publication.info.as_ref().map(|i| i.client.clone());
+        let publisher = publication
+            .info
+            .as_ref()
+            .map(|i| (i.client.clone(), client_tag(&i.client)));
         let delivery = Arc::new(Delivery::new(channel.clone(), publication.clone()));
         let mut delivered = 0u64;
         self.registry.for_each(channel, |session| {
             if session.dialect == Dialect::Raw
                 && !echo_rooms
                 && publisher
-                    .as_deref()
-                    .is_some_and(|p| session.client_id().is_some_and(|c| c == p))
+                    .as_ref()
+                    .is_some_and(|(client, tag)| session.is_client(client, *tag))
             {
                 return;
             }
@@ -476,10 +479,9 @@ impl BrokerHandler for Node {
             channel: channel.clone(),
             message,
         });
+        let tag = client_tag(&info.client);
         self.registry.for_each(channel, |session| {
-            if session.dialect != Dialect::V1
-                || session.client_id().is_some_and(|c| c == &*info.client)
-            {
+            if session.dialect != Dialect::V1 || session.is_client(&info.client, tag) {
                 return;
             }
             let event = Outgoing::Event(push.clone());

@@ -98,6 +98,8 @@ pub(crate) fn origin_allowed(
 pub(crate) struct AppState {
     pub node: Arc<Node>,
     pub tls: bool,
+    /// The WebSocket settings every connection shares (made once from the node's).
+    pub ws_config: Arc<WebSocketConfig>,
 }
 
 /// Checks made before any upgrade: shutdown, Origin, token, connection limit.
@@ -195,7 +197,7 @@ async fn ws_v1(State(state): State<AppState>, upgrade: Upgrade) -> Response {
         Err(refusal) => return refusal.into_response(),
     };
     let upgrade = upgrade
-        .config(websocket_config(&state.node))
+        .config(state.ws_config.clone())
         .protocols([SUBPROTOCOL]);
     if upgrade.selected_protocol() != Some(SUBPROTOCOL) {
         return refuse(
@@ -261,7 +263,7 @@ async fn room(
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     upgrade
-        .config(websocket_config(&state.node))
+        .config(state.ws_config.clone())
         .protocols(["duplex.raw"])
         .on_upgrade(move |ws| session::run_room(member, ws, may_publish, guard))
 }
@@ -277,7 +279,7 @@ async fn echo(State(state): State<AppState>, upgrade: Upgrade) -> Response {
     };
     let node = state.node.clone();
     upgrade
-        .config(websocket_config(&state.node))
+        .config(state.ws_config.clone())
         .on_upgrade(move |ws| session::run_echo(node, ws, guard))
 }
 
@@ -323,7 +325,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// The hub's routes.
 pub fn router(node: Arc<Node>, tls: bool) -> Router {
-    let state = AppState { node, tls };
+    let ws_config = Arc::new(websocket_config(&node));
+    let state = AppState {
+        node,
+        tls,
+        ws_config,
+    };
     Router::new()
         .merge(crate::web::routes())
         .route("/ws", get(ws_v1))

@@ -30,6 +30,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use tracing::debug;
 
 /// Extracts a WebSocket upgrade request; answer it with [`on_upgrade`](Self::on_upgrade).
@@ -40,7 +41,7 @@ pub struct WebSocketUpgrade {
     request: Request<()>,
     upgrade: ServerUpgrade,
     on_upgrade: OnUpgrade,
-    config: WebSocketConfig,
+    config: Arc<WebSocketConfig>,
     headers: HeaderMap,
     /// A failure found after extraction (a new config the request does not fit).
     failed: Option<HandshakeError>,
@@ -65,6 +66,14 @@ impl IntoResponse for WebSocketRejection {
     }
 }
 
+/// The default configuration, made once and shared by the upgrades that keep it.
+fn default_config() -> Arc<WebSocketConfig> {
+    static DEFAULT: OnceLock<Arc<WebSocketConfig>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(WebSocketConfig::default()))
+        .clone()
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = WebSocketRejection;
 
@@ -74,7 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        let config = WebSocketConfig::default();
+        let config = default_config();
         let upgrade = handshake::accept(&request, &config.proto).map_err(WebSocketRejection)?;
         let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
             WebSocketRejection(HandshakeError::new(
@@ -106,7 +115,12 @@ impl WebSocketUpgrade {
     }
 
     /// Uses this configuration instead of the default (limits, deflate, buffering, timers).
-    pub fn config(mut self, config: WebSocketConfig) -> Self {
+    ///
+    /// Pass an `Arc<WebSocketConfig>` made once to share it among connections: each keeps
+    /// a reference instead of a copy (a smaller connection, and one configuration in the
+    /// cache for all of them).
+    pub fn config(mut self, config: impl Into<Arc<WebSocketConfig>>) -> Self {
+        let config = config.into();
         if let Err(e) = config.validate() {
             self.failed = Some(HandshakeError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -17,7 +17,7 @@ use duplex_proto::connection::PreparedFrame;
 use duplex_proto::{
     CloseCode, CloseFrame, Connection, Event, Message, ProtocolError, Role, SendError,
 };
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -99,9 +99,13 @@ impl Gather {
     }
 }
 
-/// What [`Shared::poll_queue`] queues.
-pub(crate) enum Queued<'a> {
+/// One item of a batch for [`WebSocket::send_all`](crate::WebSocket::send_all): a message, or
+/// a frame prepared once for many connections.
+#[derive(Debug)]
+pub enum Outbound<'a> {
+    /// A message, framed (and compressed, if negotiated) for this connection.
     Message(Message),
+    /// A frame prepared once for many connections ([`PreparedFrame`]).
     Prepared(&'a PreparedFrame),
 }
 
@@ -294,23 +298,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         self.lock().poll_ready(cx)
     }
 
-    /// Waits for room, queues `*item` (taking it), then, with `flush`, writes everything
-    /// queued: `feed`, `send` and their prepared-frame forms, under one lock per poll
-    /// instead of one per step. Once `*item` is `None` it was queued.
-    pub(crate) fn poll_queue(
+    /// Queues `first`, then each item of `rest`, each after waiting for room; then, with
+    /// `flush`, writes everything queued. If cancelled, what was queued stays queued.
+    pub(crate) async fn queue<'a>(
+        &self,
+        first: Outbound<'a>,
+        mut rest: impl Iterator<Item = Outbound<'a>>,
+        flush: bool,
+    ) -> Result<(), Error> {
+        let mut item = Some(first);
+        poll_fn(|cx| self.poll_queue(cx, &mut item, &mut rest, flush)).await
+    }
+
+    /// `send_all` of the handles: [`queue`](Self::queue) with flushing, or a flush alone.
+    pub(crate) async fn send_all<'a>(
+        &self,
+        items: impl IntoIterator<Item = Outbound<'a>>,
+    ) -> Result<(), Error> {
+        let mut items = items.into_iter();
+        match items.next() {
+            Some(first) => self.queue(first, items, true).await,
+            None => poll_fn(|cx| self.poll_flush(cx)).await,
+        }
+    }
+
+    /// Waits for room, queues `*item` (taking it) and then each item of `rest` the same way,
+    /// then, with `flush`, writes everything queued: `feed`, `send`, their prepared-frame
+    /// forms and `send_all`, under one lock per poll instead of one per step. `*item` holds
+    /// the item waiting for room; once it is `None` everything was queued.
+    fn poll_queue<'a>(
         &self,
         cx: &mut Context<'_>,
-        item: &mut Option<Queued<'_>>,
+        item: &mut Option<Outbound<'a>>,
+        rest: &mut impl Iterator<Item = Outbound<'a>>,
         flush: bool,
     ) -> Poll<Result<(), Error>> {
         let mut inner = self.lock();
-        if item.is_some() {
+        while item.is_some() {
             ready!(inner.poll_ready(cx))?;
             match item.take() {
-                Some(Queued::Message(message)) => inner.conn.send(message)?,
-                Some(Queued::Prepared(frame)) => inner.conn.send_prepared(frame)?,
+                Some(Outbound::Message(message)) => inner.conn.send(message)?,
+                Some(Outbound::Prepared(frame)) => inner.conn.send_prepared(frame)?,
                 None => {}
             }
+            *item = rest.next();
         }
         if flush {
             inner.poll_flush(cx)

@@ -72,13 +72,14 @@ fn take_transport(upgraded: Upgraded) -> (UpgradedIo, Bytes) {
 ///
 /// Returns the `101 Switching Protocols` response to send (the body type is any `Default`
 /// body: `Full<Bytes>`, `Empty<Bytes>`, axum's `Body`...) and a future that resolves to the
-/// WebSocket once hyper has sent the response.
+/// WebSocket once hyper has sent the response. `config` may be an `Arc` made once and
+/// shared by every connection: each keeps a reference instead of a copy.
 ///
 /// # Errors
 /// The [`HandshakeError`] to answer with: `response()` gives the HTTP response.
 pub fn upgrade<B, R: Default>(
     request: &mut Request<B>,
-    config: WebSocketConfig,
+    config: impl Into<Arc<WebSocketConfig>>,
 ) -> Result<(Response<R>, PendingUpgrade), HandshakeError> {
     upgrade_with(request, config, |_, _, _| Ok(()))
 }
@@ -91,13 +92,14 @@ pub fn upgrade<B, R: Default>(
 /// The [`HandshakeError`] from the checks or from the callback.
 pub fn upgrade_with<B, R, F>(
     request: &mut Request<B>,
-    config: WebSocketConfig,
+    config: impl Into<Arc<WebSocketConfig>>,
     callback: F,
 ) -> Result<(Response<R>, PendingUpgrade), HandshakeError>
 where
     R: Default,
     F: FnOnce(&Request<B>, &mut ServerUpgrade, &mut HeaderMap) -> Result<(), HandshakeError>,
 {
+    let config = config.into();
     config
         .validate()
         .map_err(|e| HandshakeError::new(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -147,14 +149,14 @@ fn is_handshake_header(name: &HeaderName) -> bool {
 pub struct PendingUpgrade {
     on_upgrade: OnUpgrade,
     deflate: Option<DeflateParams>,
-    config: Option<WebSocketConfig>,
+    config: Option<Arc<WebSocketConfig>>,
 }
 
 impl PendingUpgrade {
     pub(crate) fn new(
         on_upgrade: OnUpgrade,
         deflate: Option<DeflateParams>,
-        config: WebSocketConfig,
+        config: Arc<WebSocketConfig>,
     ) -> Self {
         Self {
             on_upgrade,
@@ -178,11 +180,6 @@ impl Future for PendingUpgrade {
         let config = self.config.take().ok_or(Error::ConnectionClosed)?;
         let conn = Connection::with_deflate(Role::Server, config.proto.clone(), self.deflate);
         let (io, read_ahead) = take_transport(upgraded);
-        Poll::Ready(Ok(WebSocket::from_parts(
-            io,
-            conn,
-            Arc::new(config),
-            &read_ahead,
-        )))
+        Poll::Ready(Ok(WebSocket::from_parts(io, conn, config, &read_ahead)))
     }
 }

@@ -77,6 +77,7 @@ pub mod tls;
 
 pub use client::{connect, ClientBuilder};
 pub use config::WebSocketConfig;
+pub use driver::Outbound;
 pub use error::Error;
 pub use server::{accept, ServerBuilder};
 pub use split::{WsReader, WsWriter};

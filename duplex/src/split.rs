@@ -1,7 +1,7 @@
 //! The halves of a split [`WebSocket`](crate::WebSocket).
 
 use crate::config::WebSocketConfig;
-use crate::driver::{Queued, Shared};
+use crate::driver::{Outbound, Shared};
 use crate::error::Error;
 use crate::websocket::{close_with_deadline, WebSocket};
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use duplex_proto::{CloseCode, CloseFrame, Event, Message};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
+use std::iter;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -128,8 +129,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        let mut item = Some(Queued::Message(message));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
+        self.shared
+            .queue(Outbound::Message(message), iter::empty(), true)
+            .await
     }
 
     /// Queues a message without flushing; see [`WebSocket::feed`].
@@ -140,8 +142,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        let mut item = Some(Queued::Message(message));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, false)).await
+        self.shared
+            .queue(Outbound::Message(message), iter::empty(), false)
+            .await
     }
 
     /// Queues a prepared frame and flushes; see [`WebSocket::send_prepared`].
@@ -149,8 +152,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Errors
     /// As [`WebSocket::send`].
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        let mut item = Some(Queued::Prepared(frame));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
+        self.shared
+            .queue(Outbound::Prepared(frame), iter::empty(), true)
+            .await
+    }
+
+    /// Queues a batch and flushes it; see [`WebSocket::send_all`].
+    ///
+    /// # Errors
+    /// As [`WebSocket::send_all`].
+    pub async fn send_all<'a, I>(&mut self, items: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Outbound<'a>>,
+    {
+        self.shared.send_all(items).await
     }
 
     /// Writes everything queued; see [`WebSocket::flush`].

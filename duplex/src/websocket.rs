@@ -1,7 +1,7 @@
 //! [`WebSocket`]: a connection over any tokio byte stream.
 
 use crate::config::WebSocketConfig;
-use crate::driver::{Queued, Shared};
+use crate::driver::{Outbound, Shared};
 use crate::error::Error;
 use crate::split::{WsReader, WsWriter};
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use duplex_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
+use std::iter;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -151,8 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// If cancelled while waiting for room, nothing was queued; if cancelled while flushing,
     /// the message is queued and goes out with the next flush or receive.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        let mut item = Some(Queued::Message(message));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
+        self.shared
+            .queue(Outbound::Message(message), iter::empty(), true)
+            .await
     }
 
     /// Queues a message without flushing; waits only while the queue is above the high-water
@@ -164,8 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the message is queued only when the future completes.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        let mut item = Some(Queued::Message(message));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, false)).await
+        self.shared
+            .queue(Outbound::Message(message), iter::empty(), false)
+            .await
     }
 
     /// Queues a frame prepared once for many connections (fan-out) and flushes it.
@@ -173,8 +176,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send).
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        let mut item = Some(Queued::Prepared(frame));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, true)).await
+        self.shared
+            .queue(Outbound::Prepared(frame), iter::empty(), true)
+            .await
     }
 
     /// Queues a prepared frame without flushing; waits only while the queue is above the
@@ -186,8 +190,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the frame is queued only when the future completes.
     pub async fn feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        let mut item = Some(Queued::Prepared(frame));
-        poll_fn(|cx| self.shared.poll_queue(cx, &mut item, false)).await
+        self.shared
+            .queue(Outbound::Prepared(frame), iter::empty(), false)
+            .await
+    }
+
+    /// Queues every item of `items` in order, each after waiting for room as
+    /// [`feed`](Self::feed) does, then flushes them: a batch (say, what a fan-out queue
+    /// holds for this connection) costs one lock of the connection per poll instead of one
+    /// per message. The iterator is advanced only as items are queued.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); on an error the items not yet queued are dropped.
+    ///
+    /// # Cancel safety
+    /// The items queued before cancellation stay queued and go out with the next flush;
+    /// the rest are dropped with the iterator.
+    pub async fn send_all<'a, I>(&mut self, items: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Outbound<'a>>,
+    {
+        self.shared.send_all(items).await
     }
 
     /// Writes everything queued.

@@ -751,3 +751,64 @@ fn public_futures_are_send() {
         assert_send(&server.accept_with(e, |_, _, _| Ok(())));
     });
 }
+
+/// `send_all` queues messages and prepared frames in order, waits for room as `feed` does
+/// (advancing the iterator only as items are queued), and flushes them.
+#[tokio::test]
+async fn send_all_queues_a_batch_in_order_under_backpressure() {
+    bounded(async {
+        const N: usize = 200;
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let server = tokio::spawn(async move {
+            let config = WebSocketConfig::default().with_write_buffer_high_water(256);
+            let mut ws = ServerBuilder::new()
+                .config(config)
+                .accept(server_io)
+                .await
+                .unwrap();
+            let shared = duplex::PreparedFrame::new(Message::binary(vec![7u8; 100]));
+            let items = (0..N).map(|i| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if i % 2 == 0 {
+                    duplex::Outbound::Message(Message::text(format!("message {i:<98}")))
+                } else {
+                    duplex::Outbound::Prepared(&shared)
+                }
+            });
+            ws.send_all(items).await.unwrap();
+            // An empty batch is a flush.
+            ws.send_all(std::iter::empty()).await.unwrap();
+            ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        });
+        // Uncompressed, so the batch (20 KiB) is well over what the pipe and the queue hold.
+        let no_deflate =
+            WebSocketConfig::default().with_proto(Config::default().with_deflate(None));
+        let (mut ws, _) = ClientBuilder::new("ws://localhost/")
+            .config(no_deflate)
+            .connect_on(client_io)
+            .await
+            .unwrap();
+        // Nobody reads: the server's batch stops at the high-water mark.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = pulled.load(Ordering::SeqCst);
+        assert!(
+            before < N / 2,
+            "{before} of {N} items taken while the peer read nothing"
+        );
+        for i in 0..N {
+            let message = ws.recv().await.unwrap().unwrap();
+            if i % 2 == 0 {
+                assert_eq!(message, Message::text(format!("message {i:<98}")));
+            } else {
+                assert_eq!(message, Message::binary(vec![7u8; 100]));
+            }
+        }
+        assert!(ws.recv().await.is_none());
+        assert_eq!(ws.close_frame().unwrap().code, CloseCode::NORMAL);
+        assert_eq!(pulled.load(Ordering::SeqCst), N);
+        server.await.unwrap();
+    })
+    .await;
+}
