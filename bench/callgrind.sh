@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVER=$1 LOAD=$2 SHORT=${3:-4} LONG=${4:-12}
 command -v valgrind > /dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+[ -z "${CACHE_SIM:-}" ] || command -v python3 > /dev/null || { echo "CACHE_SIM needs python3" >&2; exit 1; }
 cargo build --release --quiet -p duplex-cli
 cargo build --release --quiet -p duplex-bench --examples
 BIN=$PWD/target/release
@@ -37,7 +38,9 @@ PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 export DUPLEX_LOG=warn
 
-# run SECONDS: prints "instructions messages"
+# run SECONDS LABEL: writes "messages event-totals..." to $WORK/result.LABEL and the
+# event names to $WORK/events. Called in this shell, not a subshell, so an error stops the
+# script and the trap ends the server.
 run() {
     local out=$WORK/callgrind.$1.out log=$WORK/server.$1.log
     : > "$log"
@@ -60,20 +63,26 @@ run() {
         --warmup 0 --duration "$1" || true)
     count=$(sed -n 's/.*"count":\([0-9]*\).*/\1/p' <<< "$json")
     kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+    [ -n "$count" ] || { echo "no message count from the load generator: $json" >&2; exit 1; }
     local totals
     totals=$(sed -n 's/^totals: *//p;s/^summary: *//p' "$out" | head -n1)
     sed -n 's/^events: *//p' "$out" | head -n1 > "$WORK/events"
     cp "$out" "bench/results/callgrind.$SERVER.$2.out"
-    echo "$count $totals"
+    echo "$count $totals" > "$WORK/result.$2"
 }
-read -r N1 IR1 REST1 < <(run "$SHORT" short)
-read -r N2 IR2 REST2 < <(run "$LONG" long)
+run "$SHORT" short
+run "$LONG" long
+read -r N1 IR1 REST1 < "$WORK/result.short"
+read -r N2 IR2 REST2 < "$WORK/result.long"
 echo "$SERVER '$LOAD': $(( (IR2 - IR1) / (N2 - N1) )) instructions per message ($N1 and $N2 messages; $IR1 and $IR2 instructions)"
 if [ -n "${CACHE_SIM:-}" ]; then
     python3 - "$N1" "$N2" "$(cat "$WORK/events")" "$IR1 $REST1" "$IR2 $REST2" <<'PY'
 import sys
 n1, n2, names, a, b = sys.argv[1:]
-for name, x, y in zip(names.split(), a.split(), b.split()):
+names = names.split()
+# callgrind leaves trailing zero counts out of its totals line
+pad = lambda v: v.split() + ["0"] * (len(names) - len(v.split()))
+for name, x, y in zip(names, pad(a), pad(b)):
     print(f"  {name}: {(int(y) - int(x)) / (int(n2) - int(n1)):.1f} per message")
 PY
 fi

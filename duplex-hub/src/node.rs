@@ -436,7 +436,7 @@ impl BrokerHandler for Node {
         let publisher = publication
             .info
             .as_ref()
-            .map(|i| (i.client.clone(), client_tag(&i.client)));
+            .map(|i| (&*i.client, client_tag(&i.client)));
         let delivery = Arc::new(Delivery::new(channel.clone(), publication.clone()));
         let mut delivered = 0u64;
         self.registry.for_each(channel, |session| {

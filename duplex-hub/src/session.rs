@@ -2,7 +2,9 @@
 //! WebSocket and `select!`s over the socket, its outbox, its token's expiry and nothing else.
 
 use crate::auth::{AuthError, Identity};
-use crate::broker::{BrokerError, ChannelEvent, ClientInfo, Data, HistoryQuery, StreamPosition};
+use crate::broker::{
+    BrokerError, ChannelEvent, ClientInfo, Data, HistoryQuery, Publication, StreamPosition,
+};
 use crate::channel::ChannelName;
 use crate::config::SYS_NAMESPACE;
 use crate::node::{
@@ -11,7 +13,7 @@ use crate::node::{
 };
 use crate::outbox::{CloseOrder, Outbox, Outgoing};
 use crate::protocol::{self, Command, ErrorCode, ReplyError};
-use duplex::{CloseCode, Message, Outbound, WebSocket};
+use duplex::{CloseCode, Message, Outbound, PreparedFrame, WebSocket};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -884,12 +886,7 @@ fn raw_frames<'a>(
 ) -> impl Iterator<Item = Outbound<'a>> + Send + 'a {
     batch.iter().filter_map(move |item| match item {
         Outgoing::Publication(delivery) => {
-            metrics
-                .publish_to_write
-                .observe_us(now.saturating_sub(delivery.publication.time_us));
-            let frame = delivery.raw();
-            sent.add(frame.message().len());
-            Some(Outbound::Prepared(frame))
+            Some(sent.publication(delivery.raw(), &delivery.publication, metrics, now))
         }
         Outgoing::Event(_) => None,
     })
@@ -915,12 +912,7 @@ fn v1_items<'a>(
                     return None; // covered by the subscribe reply
                 }
             }
-            metrics
-                .publish_to_write
-                .observe_us(now.saturating_sub(publication.time_us));
-            let frame = delivery.v1();
-            sent.add(frame.message().len());
-            Some(Outbound::Prepared(frame))
+            Some(sent.publication(delivery.v1(), publication, metrics, now))
         }
         Outgoing::Event(event) => {
             if !subs.contains_key(&event.channel) {
@@ -943,6 +935,21 @@ impl Sent {
     fn add(&mut self, len: usize) {
         self.messages += 1;
         self.bytes += len as u64;
+    }
+
+    /// Counts a publication's `frame` going out `now` (and its publish-to-write time).
+    fn publication<'a>(
+        &mut self,
+        frame: &'a PreparedFrame,
+        publication: &Publication,
+        metrics: &crate::metrics::Metrics,
+        now: u64,
+    ) -> Outbound<'a> {
+        metrics
+            .publish_to_write
+            .observe_us(now.saturating_sub(publication.time_us));
+        self.add(frame.message().len());
+        Outbound::Prepared(frame)
     }
 
     fn record(self, metrics: &crate::metrics::Metrics) {

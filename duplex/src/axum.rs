@@ -30,7 +30,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tracing::debug;
 
 /// Extracts a WebSocket upgrade request; answer it with [`on_upgrade`](Self::on_upgrade).
@@ -66,14 +66,6 @@ impl IntoResponse for WebSocketRejection {
     }
 }
 
-/// The default configuration, made once and shared by the upgrades that keep it.
-fn default_config() -> Arc<WebSocketConfig> {
-    static DEFAULT: OnceLock<Arc<WebSocketConfig>> = OnceLock::new();
-    DEFAULT
-        .get_or_init(|| Arc::new(WebSocketConfig::default()))
-        .clone()
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = WebSocketRejection;
 
@@ -83,7 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        let config = default_config();
+        let config = crate::config::shared_default();
         let upgrade = handshake::accept(&request, &config.proto).map_err(WebSocketRejection)?;
         let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
             WebSocketRejection(HandshakeError::new(

@@ -1,6 +1,7 @@
 //! [`WebSocketConfig`]: the core's limits plus what only a driver can decide (buffers, time).
 
 use duplex_proto::{Config, ConfigError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Settings of one connection: the sans-IO core's [`Config`] plus buffering and timers.
@@ -49,6 +50,14 @@ impl Default for WebSocketConfig {
             idle_timeout: None,
         }
     }
+}
+
+/// The default configuration, made once and shared by the connections that keep it.
+pub(crate) fn shared_default() -> Arc<WebSocketConfig> {
+    static DEFAULT: OnceLock<Arc<WebSocketConfig>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(WebSocketConfig::default()))
+        .clone()
 }
 
 impl WebSocketConfig {

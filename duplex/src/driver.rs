@@ -325,7 +325,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// Waits for room, queues `*item` (taking it) and then each item of `rest` the same way,
     /// then, with `flush`, writes everything queued: `feed`, `send`, their prepared-frame
     /// forms and `send_all`, under one lock per poll instead of one per step. `*item` holds
-    /// the item waiting for room; once it is `None` everything was queued.
+    /// the item waiting for room; once it is `None` everything was queued. `rest` runs
+    /// under the lock (documented on `send_all`).
     fn poll_queue<'a>(
         &self,
         cx: &mut Context<'_>,

@@ -56,14 +56,16 @@ impl ServerBuilder {
     /// Default configuration, 10 s handshake timeout.
     pub fn new() -> Self {
         Self {
-            config: Arc::new(WebSocketConfig::default()),
+            config: crate::config::shared_default(),
             handshake_timeout: Duration::from_secs(10),
         }
     }
 
-    /// Sets the connection configuration (limits, deflate, buffering, timers).
-    pub fn config(mut self, config: WebSocketConfig) -> Self {
-        self.config = Arc::new(config);
+    /// Sets the connection configuration (limits, deflate, buffering, timers). Every
+    /// connection this builder accepts shares it; so can other builders, given the same
+    /// `Arc`.
+    pub fn config(mut self, config: impl Into<Arc<WebSocketConfig>>) -> Self {
+        self.config = config.into();
         self
     }
 

@@ -157,7 +157,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
             .await
     }
 
-    /// Queues a batch and flushes it; see [`WebSocket::send_all`].
+    /// Queues a batch and flushes it; see [`WebSocket::send_all`]. The iterator runs while
+    /// the connection is locked: calling this connection's [`WsReader`] from it would
+    /// deadlock.
     ///
     /// # Errors
     /// As [`WebSocket::send_all`].

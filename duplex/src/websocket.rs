@@ -198,14 +198,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues every item of `items` in order, each after waiting for room as
     /// [`feed`](Self::feed) does, then flushes them: a batch (say, what a fan-out queue
     /// holds for this connection) costs one lock of the connection per poll instead of one
-    /// per message. The iterator is advanced only as items are queued.
+    /// per message. The iterator runs at most one item ahead of what is queued, so a slow
+    /// peer holds back the producing of the rest. An empty batch is a
+    /// [`flush`](Self::flush).
+    ///
+    /// The iterator runs while the connection is locked: it must not use this connection
+    /// (a [`WsReader`]'s `try_recv`, `is_closed` or `close_frame` would deadlock).
     ///
     /// # Errors
     /// As [`send`](Self::send); on an error the items not yet queued are dropped.
     ///
     /// # Cancel safety
     /// The items queued before cancellation stay queued and go out with the next flush;
-    /// the rest are dropped with the iterator.
+    /// the item taken and waiting for room, and the rest, are dropped with the iterator.
     pub async fn send_all<'a, I>(&mut self, items: I) -> Result<(), Error>
     where
         I: IntoIterator<Item = Outbound<'a>>,
