@@ -211,6 +211,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// The items queued before cancellation stay queued and go out with the next flush;
     /// the item taken and waiting for room, and the rest, are dropped with the iterator.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn push(sockets: &mut [duplex::WebSocket<tokio::net::TcpStream>]) -> Result<(), duplex::Error> {
+    /// use duplex::{Message, Outbound, PreparedFrame};
+    ///
+    /// // Framed (and compressed, if negotiated without context takeover) once, for everyone.
+    /// let price = PreparedFrame::new(Message::text(r#"{"BTC-USD":97012.5}"#));
+    /// for ws in sockets.iter_mut() {
+    ///     ws.send_all([Outbound::Prepared(&price), Outbound::Message(Message::text("tick"))])
+    ///         .await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send_all<'a, I>(&mut self, items: I) -> Result<(), Error>
     where
         I: IntoIterator<Item = Outbound<'a>>,
