@@ -335,12 +335,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         flush: bool,
     ) -> Poll<Result<(), Error>> {
         let mut inner = self.lock();
-        while item.is_some() {
-            ready!(inner.poll_ready(cx))?;
-            match item.take() {
-                Some(Outbound::Message(message)) => inner.conn.send(message)?,
-                Some(Outbound::Prepared(frame)) => inner.conn.send_prepared(frame)?,
-                None => {}
+        while let Some(next) = item.take() {
+            if let waiting @ (Poll::Pending | Poll::Ready(Err(_))) = inner.poll_ready(cx) {
+                *item = Some(next); // still waiting for room (or not queued at all)
+                return waiting;
+            }
+            match next {
+                Outbound::Message(message) => inner.conn.send(message)?,
+                Outbound::Prepared(frame) => inner.conn.send_prepared(frame)?,
             }
             *item = rest.next();
         }
