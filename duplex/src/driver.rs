@@ -742,7 +742,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             } else if self.vectored {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let n = self.conn.transmit_slices(&mut slices);
-                (stream.poll_write_vectored(&mut wcx, &slices[..n]), false)
+                // One slice goes out with a plain write: on a TCP socket that is `send`,
+                // whose path through the kernel is shorter than `writev`'s (about 0.5 µs
+                // per call here; see docs/performance.md, sixth pass).
+                let result = if n == 1 {
+                    stream.poll_write(&mut wcx, &slices[0])
+                } else {
+                    stream.poll_write_vectored(&mut wcx, &slices[..n])
+                };
+                (result, false)
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let n = self.conn.transmit_slices(&mut slices);

@@ -505,10 +505,11 @@ async fn sender_waits_when_peer_does_not_read() {
     .await;
 }
 
-/// Counts the write calls that reach the transport.
+/// Counts the write calls that reach the transport (all of them, and the vectored ones).
 struct CountingIo {
     inner: tokio::io::DuplexStream,
     writes: Arc<AtomicUsize>,
+    vectored_writes: Arc<AtomicUsize>,
     vectored: bool,
 }
 
@@ -538,6 +539,7 @@ impl AsyncWrite for CountingIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
+        self.vectored_writes.fetch_add(1, Ordering::SeqCst);
         // DuplexStream has no vectored write; gather like a kernel would.
         let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         Pin::new(&mut self.inner).poll_write(cx, &all)
@@ -565,6 +567,7 @@ async fn pipelined_frames_are_coalesced_into_few_writes() {
             let io = CountingIo {
                 inner: client_io,
                 writes: Arc::clone(&writes),
+                vectored_writes: Arc::default(),
                 vectored,
             };
             let mut client = WebSocket::from_raw(io, Role::Client, WebSocketConfig::default());
@@ -592,6 +595,62 @@ async fn pipelined_frames_are_coalesced_into_few_writes() {
     }
 }
 
+/// On a vectored transport, output that is one slice goes out with a plain write (on TCP,
+/// `send` rather than the dearer `writev`); a batch of small frames, a shared one first, is
+/// one slice too; only a large payload sent by reference needs a vectored write.
+#[tokio::test]
+async fn one_slice_of_output_is_a_plain_write() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let vectored_writes = Arc::new(AtomicUsize::new(0));
+        let io = CountingIo {
+            inner: server_io,
+            writes: Arc::clone(&writes),
+            vectored_writes: Arc::clone(&vectored_writes),
+            vectored: true,
+        };
+        let mut client = WebSocket::from_raw(client_io, Role::Client, WebSocketConfig::default());
+        let mut server = WebSocket::from_raw(io, Role::Server, WebSocketConfig::default());
+        let counts = || {
+            (
+                writes.load(Ordering::SeqCst),
+                vectored_writes.load(Ordering::SeqCst),
+            )
+        };
+
+        server.send(Message::text("one")).await.unwrap();
+        assert_eq!(counts(), (1, 0), "a lone message: one plain write");
+
+        let shared = duplex::PreparedFrame::new(Message::binary(vec![7u8; 100]));
+        let items = [
+            duplex::Outbound::Prepared(&shared),
+            duplex::Outbound::Message(Message::text("two")),
+            duplex::Outbound::Prepared(&shared),
+        ];
+        server.send_all(items).await.unwrap();
+        assert_eq!(counts(), (2, 0), "a small batch: one plain write");
+
+        let large = Bytes::from(vec![9u8; 64 << 10]);
+        server.send(Message::Binary(large.clone())).await.unwrap();
+        let (all, vectored) = counts();
+        assert!(vectored >= 1, "header and shared payload: a vectored write");
+        assert!(all <= 4, "{all} writes");
+
+        assert_eq!(client.recv().await.unwrap().unwrap().as_text(), Some("one"));
+        let expected = [
+            Message::binary(vec![7u8; 100]),
+            Message::text("two"),
+            Message::binary(vec![7u8; 100]),
+            Message::Binary(large),
+        ];
+        for want in expected {
+            assert_eq!(client.recv().await.unwrap().unwrap(), want);
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn echo_with_try_recv_answers_a_pipelined_burst_in_one_write() {
     bounded(async {
@@ -600,6 +659,7 @@ async fn echo_with_try_recv_answers_a_pipelined_burst_in_one_write() {
         let io = CountingIo {
             inner: server_io,
             writes: Arc::clone(&writes),
+            vectored_writes: Arc::default(),
             vectored: true,
         };
         let mut client = WebSocket::from_raw(client_io, Role::Client, WebSocketConfig::default());

@@ -5,6 +5,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+/// The largest lone chunk [`OutQueue::tail`] copies into the tail: copying that much costs
+/// less than the second slice of a `writev` would.
+const COALESCE_CHUNK: usize = 4096;
+
 /// Pending output: shared chunks queued by reference, followed by a contiguous tail where
 /// headers and small frames are coalesced.
 #[derive(Debug, Default)]
@@ -74,9 +78,23 @@ impl OutQueue {
     }
 
     /// The contiguous tail, to append encoded bytes to.
+    ///
+    /// A lone small chunk queued before it (a shared frame sent while nothing else was
+    /// pending) is first copied into the tail, so that a batch of small frames stays one
+    /// slice: one slice goes out with a plain `send`, which costs the kernel less than a
+    /// `writev` of two (see docs/performance.md, sixth pass).
     pub(super) fn tail(&mut self) -> &mut BytesMut {
         if self.tail.capacity() == 0 {
             self.tail = pool::take(pool::MIN_POOLED);
+        }
+        if self.tail.is_empty() {
+            if let Chunks::One(chunk) = &self.chunks {
+                if chunk.len() <= COALESCE_CHUNK && chunk.len() <= self.tail.capacity() {
+                    self.tail.extend_from_slice(chunk);
+                    self.chunks = Chunks::None;
+                    self.chunks_len = 0;
+                }
+            }
         }
         &mut self.tail
     }
@@ -196,6 +214,33 @@ mod tests {
         let mut slices = [IoSlice::new(&[]); 8];
         let n = q.slices(&mut slices);
         slices[..n].iter().map(|s| s.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_lone_small_chunk_joins_the_tail_so_a_batch_is_one_slice() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abcd"));
+        q.advance(1); // part of it already written
+        q.tail().extend_from_slice(b"ef");
+        q.tail().extend_from_slice(b"gh");
+        assert_eq!(pending(&q), [&b"bcdefgh"[..]]);
+        assert_eq!(q.len(), 7);
+        q.advance(7);
+        assert_eq!(q.len(), 0);
+
+        // A large chunk is not copied: it stays a slice of its own.
+        let mut q = OutQueue::default();
+        let big = Bytes::from(vec![7u8; COALESCE_CHUNK + 1]);
+        q.push(big.clone());
+        q.tail().extend_from_slice(b"x");
+        assert_eq!(pending(&q), [big.to_vec(), b"x".to_vec()]);
+
+        // Nor is a chunk behind which the tail already holds bytes (order would break).
+        let mut q = OutQueue::default();
+        q.tail().extend_from_slice(b"a");
+        q.push(Bytes::from_static(b"b"));
+        q.tail().extend_from_slice(b"c");
+        assert_eq!(pending(&q), [&b"a"[..], b"b", b"c"]);
     }
 
     #[test]
