@@ -98,8 +98,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(*args).await,
-            Command::Echo(args) => echo::run(args).await,
+            Command::Serve(args) => on_worker(serve::run(*args)).await,
+            Command::Echo(args) => on_worker(echo::run(args)).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
@@ -112,5 +112,19 @@ fn main() -> ExitCode {
             eprintln!("duplex: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a server's accept loop as a task of the runtime rather than in `block_on` on the
+/// main thread: a connection's task spawned from a worker goes to that worker's own queue,
+/// while one spawned from the main thread must wake a worker (a `write` to the runtime's
+/// event fd, and often a futex) for every connection accepted.
+async fn on_worker(
+    server: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    match tokio::spawn(server).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(anyhow::anyhow!("the server task ended: {error}")),
     }
 }

@@ -581,11 +581,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             error: error.map(Box::new),
             stage: Stage::Flush,
         };
-        self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+        // The finishing steps get a fresh close timeout, started by `poll_finish` once one
+        // of them has to wait: most finish at once, and a timer that is never polled is
+        // never registered (registering one wakes the runtime's driver, a system call).
+        self.close_timer = None;
     }
 
     /// Flushes, waits for the server's FIN (client after a clean close, RFC 6455 §7.1.1),
-    /// shuts the transport down; every step bounded by the close timeout.
+    /// shuts the transport down; all of it bounded by the close timeout, which starts when
+    /// a step first has to wait.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
             let Phase::Finishing { stage, .. } = self.phase else {
@@ -594,48 +598,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             if self.write_failed {
                 break;
             }
-            if poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready() {
-                debug!("gave up flushing and shutting down the transport");
-                break;
-            }
-            let next = match stage {
-                Stage::Flush => {
-                    match ready!(self.poll_write_out(cx)) {
-                        Ok(()) => {
-                            let mut wcx = self.write_waiters.context(cx);
-                            let _ = ready!(Pin::new(&mut self.stream).poll_flush(&mut wcx));
-                        }
-                        Err(error) => {
-                            debug!(%error, "could not flush the final frames");
-                            break;
-                        }
-                    }
-                    if self.conn.role() == Role::Client
-                        && self.end == Some(End::Clean)
-                        && !self.read_eof
-                    {
-                        Stage::WaitEof
-                    } else {
-                        Stage::Shutdown
+            match self.poll_finish_step(stage, cx) {
+                Poll::Ready(Some(next)) => {
+                    if let Phase::Finishing { stage, .. } = &mut self.phase {
+                        *stage = next;
                     }
                 }
-                Stage::WaitEof => match ready!(self.poll_read(cx)) {
-                    Ok(n) if n > 0 => {
-                        self.conn.read_buffer().clear();
-                        Stage::WaitEof
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    let timeout = self.config.close_timeout;
+                    self.close_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready() {
+                        debug!("gave up flushing and shutting down the transport");
+                        break;
                     }
-                    _ => Stage::Shutdown,
-                },
-                Stage::Shutdown => {
-                    let mut wcx = self.write_waiters.context(cx);
-                    if let Err(error) = ready!(Pin::new(&mut self.stream).poll_shutdown(&mut wcx)) {
-                        debug!(%error, "shutdown failed");
-                    }
-                    break;
+                    return Poll::Pending;
                 }
-            };
-            if let Phase::Finishing { stage, .. } = &mut self.phase {
-                *stage = next;
             }
         }
         let error = match std::mem::replace(&mut self.phase, Phase::Open) {
@@ -644,6 +623,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         };
         self.set_done();
         Poll::Ready(error.map(|error| Err(*error)))
+    }
+
+    /// One step of [`poll_finish`](Self::poll_finish): the next stage, or `None` when
+    /// finishing is over.
+    fn poll_finish_step(&mut self, stage: Stage, cx: &mut Context<'_>) -> Poll<Option<Stage>> {
+        Poll::Ready(match stage {
+            Stage::Flush => {
+                match ready!(self.poll_write_out(cx)) {
+                    Ok(()) => {
+                        let mut wcx = self.write_waiters.context(cx);
+                        let _ = ready!(Pin::new(&mut self.stream).poll_flush(&mut wcx));
+                    }
+                    Err(error) => {
+                        debug!(%error, "could not flush the final frames");
+                        return Poll::Ready(None);
+                    }
+                }
+                if self.conn.role() == Role::Client
+                    && self.end == Some(End::Clean)
+                    && !self.read_eof
+                {
+                    Some(Stage::WaitEof)
+                } else {
+                    Some(Stage::Shutdown)
+                }
+            }
+            Stage::WaitEof => match ready!(self.poll_read(cx)) {
+                Ok(n) if n > 0 => {
+                    self.conn.read_buffer().clear();
+                    Some(Stage::WaitEof)
+                }
+                _ => Some(Stage::Shutdown),
+            },
+            Stage::Shutdown => {
+                let mut wcx = self.write_waiters.context(cx);
+                if let Err(error) = ready!(Pin::new(&mut self.stream).poll_shutdown(&mut wcx)) {
+                    debug!(%error, "shutdown failed");
+                }
+                None
+            }
+        })
     }
 
     fn set_done(&mut self) {

@@ -221,6 +221,37 @@ async fn close_times_out_when_peer_never_answers() {
     .await;
 }
 
+/// After a clean close handshake the client waits for the server to close TCP first
+/// (RFC 6455 §7.1.1), but only for the close timeout: a server that answers the close frame
+/// and then keeps the socket open does not hold the client.
+#[tokio::test]
+async fn waiting_for_the_servers_fin_is_bounded_by_the_close_timeout() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let mut peer = RawPeer::accept(&listener).await;
+            let event = peer.next_event().await;
+            assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+            peer.flush().await; // the close reply, and no FIN after it
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        });
+        let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
+        let (mut ws, _) = ClientBuilder::new(&url)
+            .config(config)
+            .connect()
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250), "did not wait: {took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(ws.recv().await.is_none());
+        server.abort();
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
     bounded(async {
