@@ -28,25 +28,40 @@ struct Fan {
 
 impl Waiters {
     /// A context to poll the transport (or a timer) with on behalf of the task behind `cx`:
-    /// its own waker while it is the only task, the fan-out waker otherwise.
+    /// its own waker while it is the only task, the fan-out waker otherwise. (Inlined: it
+    /// runs several times per message, and its usual case is two comparisons.)
+    #[inline]
     pub(crate) fn context<'a>(&'a mut self, cx: &'a Context<'_>) -> Context<'a> {
         let waker = cx.waker();
         if self.fan.is_none() {
             match &self.owner {
-                None => self.owner = Some(waker.clone()),
-                Some(owner) if owner.will_wake(waker) => {}
-                Some(_) => {
-                    let (set, fan_waker) = WakerSet::new();
-                    if let Some(owner) = self.owner.take() {
-                        set.register(&owner);
-                    }
-                    self.fan = Some(Box::new(Fan {
-                        set,
-                        waker: fan_waker,
-                    }));
+                Some(owner) if owner.will_wake(waker) => return Context::from_waker(waker),
+                None => {
+                    self.owner = Some(waker.clone());
+                    return Context::from_waker(waker);
                 }
+                Some(_) => self.fan_out(),
             }
         }
+        self.fanned(waker)
+    }
+
+    /// A second task polls: from now on every task is registered in a set.
+    #[cold]
+    fn fan_out(&mut self) {
+        let (set, fan_waker) = WakerSet::new();
+        if let Some(owner) = self.owner.take() {
+            set.register(&owner);
+        }
+        self.fan = Some(Box::new(Fan {
+            set,
+            waker: fan_waker,
+        }));
+    }
+
+    /// Registers `waker` in the fan-out and returns a context with the fan-out waker (or,
+    /// were there no fan-out, with `waker` itself).
+    fn fanned<'a>(&'a self, waker: &'a Waker) -> Context<'a> {
         match &self.fan {
             Some(fan) => {
                 fan.set.register(waker);
