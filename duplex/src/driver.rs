@@ -589,7 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
     /// Flushes, waits for the server's FIN (client after a clean close, RFC 6455 §7.1.1),
     /// shuts the transport down; all of it bounded by the close timeout, which starts when
-    /// a step first has to wait.
+    /// a step first has to wait (or repeats: a peer that keeps sending instead of closing).
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
             let Phase::Finishing { stage, .. } = self.phase else {
@@ -598,17 +598,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             if self.write_failed {
                 break;
             }
+            // First, while this poll still has tokio's budget: a step that keeps making
+            // progress (reads that never end) spends it, and a timer polled without budget
+            // never fires.
+            if poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready() {
+                debug!("gave up flushing and shutting down the transport");
+                break;
+            }
             match self.poll_finish_step(stage, cx) {
                 Poll::Ready(Some(next)) => {
+                    if next == stage {
+                        self.start_finish_timer();
+                    }
                     if let Phase::Finishing { stage, .. } = &mut self.phase {
                         *stage = next;
                     }
                 }
                 Poll::Ready(None) => break,
                 Poll::Pending => {
-                    let timeout = self.config.close_timeout;
-                    self.close_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    self.start_finish_timer();
                     if poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready() {
                         debug!("gave up flushing and shutting down the transport");
                         break;
@@ -623,6 +631,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         };
         self.set_done();
         Poll::Ready(error.map(|error| Err(*error)))
+    }
+
+    /// Starts the finishing steps' close timeout unless it runs already.
+    fn start_finish_timer(&mut self) {
+        let timeout = self.config.close_timeout;
+        self.close_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
     }
 
     /// One step of [`poll_finish`](Self::poll_finish): the next stage, or `None` when

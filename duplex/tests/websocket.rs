@@ -252,6 +252,41 @@ async fn waiting_for_the_servers_fin_is_bounded_by_the_close_timeout() {
     .await;
 }
 
+/// The same wait, against a server that answers the close frame and then floods the
+/// socket instead of closing it: reading (and discarding) what keeps arriving must not
+/// keep the client from giving up at the close timeout.
+#[tokio::test]
+async fn a_server_that_keeps_sending_after_the_close_does_not_hold_the_client() {
+    bounded(async {
+        let (listener, url) = listener().await;
+        let server = tokio::spawn(async move {
+            let mut peer = RawPeer::accept(&listener).await;
+            let event = peer.next_event().await;
+            assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+            peer.flush().await;
+            let junk = vec![0u8; 64 << 10];
+            let until = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < until {
+                if peer.tcp.write_all(&junk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
+        let (mut ws, _) = ClientBuilder::new(&url)
+            .config(config)
+            .connect()
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        server.abort();
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
     bounded(async {
