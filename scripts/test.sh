@@ -32,10 +32,10 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# and Chromium already installed, 2026-11-22, commit ed8dc7d): setup 12 s, fmt 1 s,
-# clippy 118 s, doc 33 s, test 213 s, release build 362 s, fuzz smoke 110 s,
-# Autobahn server role 412 s, client role 298 s, interop 89 s, scaleout 55 s,
-# browser 42 s; 29 min in all (the Autobahn server role varied from 326 s to 412 s
+# and Chromium already installed, 2026-11-22, commit da88768): setup 13 s, fmt 1 s,
+# clippy 112 s, doc 32 s, test 199 s, release build 340 s, fuzz smoke 104 s,
+# Autobahn server role 386 s, client role 261 s, interop 84 s, scaleout 55 s,
+# browser 40 s; 27 min in all (the Autobahn server role has varied from 326 s to 412 s
 # between runs of nearly the same code: the machine is shared).
 # Autobahn's 12.x/13.x permessage-deflate cases are most of its time, and most
 # of that is kosoku's own CPU (it runs 4 cases at a time, the client role in 3
