@@ -117,8 +117,8 @@ fn main() -> ExitCode {
 
 /// Runs a server's accept loop as a task of the runtime rather than in `block_on` on the
 /// main thread: a connection's task spawned from a worker goes to that worker's own queue,
-/// while one spawned from the main thread must wake a worker (a `write` to the runtime's
-/// event fd, and often a futex) for every connection accepted.
+/// while one spawned from the main thread has to wake a worker (`futex` calls under strace,
+/// gone with this) for connections accepted while it sleeps.
 async fn on_worker(
     server: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 ) -> anyhow::Result<()> {
