@@ -615,14 +615,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     }
                 }
                 Poll::Ready(None) => break,
-                Poll::Pending => {
-                    self.start_finish_timer();
-                    if poll_timer(&mut self.close_timer, &mut self.read_waiters, cx).is_ready() {
-                        debug!("gave up flushing and shutting down the transport");
-                        break;
-                    }
-                    return Poll::Pending;
-                }
+                // The first wait starts the timer, polled (and so registered) at the top.
+                Poll::Pending if self.close_timer.is_none() => self.start_finish_timer(),
+                Poll::Pending => return Poll::Pending,
             }
         }
         let error = match std::mem::replace(&mut self.phase, Phase::Open) {

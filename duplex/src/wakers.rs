@@ -26,6 +26,18 @@ struct Fan {
     waker: Waker,
 }
 
+impl Fan {
+    /// A fan-out that starts with the task that polled alone so far.
+    #[cold]
+    fn new(owner: Option<Waker>) -> Box<Self> {
+        let (set, waker) = WakerSet::new();
+        if let Some(owner) = owner {
+            set.register(&owner);
+        }
+        Box::new(Self { set, waker })
+    }
+}
+
 impl Waiters {
     /// A context to poll the transport (or a timer) with on behalf of the task behind `cx`:
     /// its own waker while it is the only task, the fan-out waker otherwise. (Inlined: it
@@ -40,35 +52,13 @@ impl Waiters {
                     self.owner = Some(waker.clone());
                     return Context::from_waker(waker);
                 }
-                Some(_) => self.fan_out(),
+                Some(_) => {}
             }
         }
-        self.fanned(waker)
-    }
-
-    /// A second task polls: from now on every task is registered in a set.
-    #[cold]
-    fn fan_out(&mut self) {
-        let (set, fan_waker) = WakerSet::new();
-        if let Some(owner) = self.owner.take() {
-            set.register(&owner);
-        }
-        self.fan = Some(Box::new(Fan {
-            set,
-            waker: fan_waker,
-        }));
-    }
-
-    /// Registers `waker` in the fan-out and returns a context with the fan-out waker (or,
-    /// were there no fan-out, with `waker` itself).
-    fn fanned<'a>(&'a self, waker: &'a Waker) -> Context<'a> {
-        match &self.fan {
-            Some(fan) => {
-                fan.set.register(waker);
-                Context::from_waker(&fan.waker)
-            }
-            None => Context::from_waker(waker),
-        }
+        // A second task polls: from now on every task is registered in the fan-out's set.
+        let fan = self.fan.get_or_insert_with(|| Fan::new(self.owner.take()));
+        fan.set.register(waker);
+        Context::from_waker(&fan.waker)
     }
 
     /// Wakes every task waiting (the connection is over).

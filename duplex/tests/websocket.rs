@@ -194,29 +194,52 @@ async fn server_initiated_close_shuts_down_tcp() {
     .await;
 }
 
+/// Connects a client with a 300 ms close timeout to a raw server that reads the client's
+/// close frame and then does `after_close`; returns what the client's `close` returned, how
+/// long it took, and the client.
+async fn close_against<F, Fut>(
+    after_close: F,
+) -> (
+    Result<(), Error>,
+    Duration,
+    WebSocket<duplex::MaybeTlsStream>,
+)
+where
+    F: FnOnce(RawPeer) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (listener, url) = listener().await;
+    let server = tokio::spawn(async move {
+        let mut peer = RawPeer::accept(&listener).await;
+        let event = peer.next_event().await;
+        assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+        after_close(peer).await;
+    });
+    let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
+    let (mut ws, _) = ClientBuilder::new(&url)
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let result = ws.close(CloseCode::NORMAL, "").await;
+    let took = started.elapsed();
+    server.abort();
+    (result, took, ws)
+}
+
 #[tokio::test]
 async fn close_times_out_when_peer_never_answers() {
     bounded(async {
-        let (listener, url) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = RawPeer::accept(&listener).await;
-            // Read the close frame but never answer it; keep the socket open.
-            let event = peer.next_event().await;
-            assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+        // The server reads the close frame but never answers it; it keeps the socket open.
+        let (result, took, mut ws) = close_against(|peer| async move {
+            let _open = peer;
             tokio::time::sleep(Duration::from_secs(3)).await;
-        });
-        let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
-        let (mut ws, _) = ClientBuilder::new(&url)
-            .config(config)
-            .connect()
-            .await
-            .unwrap();
-        let started = tokio::time::Instant::now();
-        let result = ws.close(CloseCode::NORMAL, "").await;
+        })
+        .await;
         assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(took < Duration::from_secs(2));
         assert!(ws.recv().await.is_none());
-        server.abort();
     })
     .await;
 }
@@ -227,27 +250,15 @@ async fn close_times_out_when_peer_never_answers() {
 #[tokio::test]
 async fn waiting_for_the_servers_fin_is_bounded_by_the_close_timeout() {
     bounded(async {
-        let (listener, url) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = RawPeer::accept(&listener).await;
-            let event = peer.next_event().await;
-            assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+        let (result, took, mut ws) = close_against(|mut peer| async move {
             peer.flush().await; // the close reply, and no FIN after it
             tokio::time::sleep(Duration::from_secs(3)).await;
-        });
-        let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
-        let (mut ws, _) = ClientBuilder::new(&url)
-            .config(config)
-            .connect()
-            .await
-            .unwrap();
-        let started = tokio::time::Instant::now();
-        ws.close(CloseCode::NORMAL, "").await.unwrap();
-        let took = started.elapsed();
+        })
+        .await;
+        result.unwrap();
         assert!(took >= Duration::from_millis(250), "did not wait: {took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
         assert!(ws.recv().await.is_none());
-        server.abort();
     })
     .await;
 }
@@ -258,11 +269,7 @@ async fn waiting_for_the_servers_fin_is_bounded_by_the_close_timeout() {
 #[tokio::test]
 async fn a_server_that_keeps_sending_after_the_close_does_not_hold_the_client() {
     bounded(async {
-        let (listener, url) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = RawPeer::accept(&listener).await;
-            let event = peer.next_event().await;
-            assert!(matches!(event, Some(Event::Close(_))), "{event:?}");
+        let (result, took, _ws) = close_against(|mut peer| async move {
             peer.flush().await;
             let junk = vec![0u8; 64 << 10];
             let until = tokio::time::Instant::now() + Duration::from_secs(4);
@@ -271,18 +278,10 @@ async fn a_server_that_keeps_sending_after_the_close_does_not_hold_the_client() 
                     break;
                 }
             }
-        });
-        let config = WebSocketConfig::default().with_close_timeout(Duration::from_millis(300));
-        let (mut ws, _) = ClientBuilder::new(&url)
-            .config(config)
-            .connect()
-            .await
-            .unwrap();
-        let started = tokio::time::Instant::now();
-        ws.close(CloseCode::NORMAL, "").await.unwrap();
-        let took = started.elapsed();
+        })
+        .await;
+        result.unwrap();
         assert!(took < Duration::from_secs(2), "{took:?}");
-        server.abort();
     })
     .await;
 }
