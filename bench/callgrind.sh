@@ -16,6 +16,7 @@
 # With CACHE_SIM=1, valgrind also simulates the caches and every event is printed per
 # message: D1mr/D1mw are first-level data misses, DLmr/DLmw last-level ones (lines that
 # came from memory). Repeatable, unlike this machine's (absent) hardware counters.
+# DUPLEX_BIN=PATH runs another build of `duplex` (an A/B against an older commit's binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVER=$1 LOAD=$2 SHORT=${3:-4} LONG=${4:-12}
@@ -24,13 +25,14 @@ command -v valgrind > /dev/null || { echo "needs valgrind (apt-get install valgr
 cargo build --release --quiet -p duplex-cli
 cargo build --release --quiet -p duplex-bench --examples
 BIN=$PWD/target/release
+DUPLEX=${DUPLEX_BIN:-$BIN/duplex}
 case "$SERVER" in
     raw) CMD="$BIN/examples/raw_tcp"; RAW=--raw ;;
-    duplex) CMD="$BIN/duplex echo --listen 127.0.0.1:0"; RAW= ;;
+    duplex) CMD="$DUPLEX echo --listen 127.0.0.1:0"; RAW= ;;
     tungstenite) CMD="$BIN/examples/tungstenite_server"; RAW= ;;
     fastws) CMD="$BIN/examples/fastws_server"; RAW= ;;
     raw-relay) CMD="$BIN/examples/raw_tcp --broadcast"; RAW= ;;
-    duplex-serve) CMD="$BIN/duplex serve --listen 127.0.0.1:0 --max-connections 20000 --publish-rate 1000000 --ping-interval 0"; RAW= ;;
+    duplex-serve) CMD="$DUPLEX serve --listen 127.0.0.1:0 --max-connections 20000 --publish-rate 1000000 --ping-interval 0"; RAW= ;;
     *) echo "unknown server $SERVER" >&2; exit 2 ;;
 esac
 WORK=$(mktemp -d)

@@ -8,8 +8,10 @@
 //! woken. So the first time a direction is polled on behalf of a second task, it switches to
 //! a fan-out waker that wakes every task registered in a [`WakerSet`].
 
+use futures_task::{waker_ref, ArcWake};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 /// The tasks waiting for one direction of a transport (reads and timers, or writes).
 #[derive(Debug, Default)]
@@ -75,6 +77,66 @@ impl Waiters {
     #[cfg(test)]
     pub(crate) fn is_fanned_out(&self) -> bool {
         self.fan.is_some()
+    }
+}
+
+/// Whether the transport may have become readable since a read last found nothing.
+///
+/// The transport is polled for reading with a signal's waker, which raises the signal's flag
+/// before it wakes the waiting task. A read that found nothing (`Pending`) left that waker
+/// with the transport, and by `AsyncRead`'s rule the transport wakes it when data (or the
+/// end, or an error) arrives. So while the flag is down, polling the transport again cannot
+/// find anything, and [`poll_read`] skips it: a task woken for something else (its outbox, a
+/// timer, a writer) does not take a read buffer and poll the socket just to find it empty.
+///
+/// A signal wakes one waker, fixed when it is made (no lock on the wake path): when another
+/// waker polls (the reading handle moved to another task, or a second task waits and the
+/// fan-out takes over), a new signal replaces it and the transport is polled at once, so
+/// that it holds the new one.
+///
+/// This relies on the transport's read side being polled only through [`poll_read`]: TCP
+/// and rustls (once its handshake is done) never read from inside a write.
+#[derive(Debug)]
+pub(crate) struct ReadSignal {
+    /// Raised by a wake from the transport; lowered before each read.
+    woken: AtomicBool,
+    /// The task (or the fan-out) to wake.
+    task: Waker,
+}
+
+/// Reads with `read` on behalf of the task behind `cx`, unless the last read was `Pending`
+/// (`parked`) and the transport has not signalled through `signal` since: then `Pending` at
+/// once, the task being registered already. Makes the signal at the first read and when
+/// the waker changes; updates `parked`.
+pub(crate) fn poll_read<T>(
+    signal: &mut Option<Arc<ReadSignal>>,
+    parked: &mut bool,
+    cx: &Context<'_>,
+    read: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    let signal = match signal {
+        Some(signal) if signal.task.will_wake(cx.waker()) => {
+            // Lowered before the read: a wake from here on is for data it may not see.
+            let woken = signal.woken.swap(false, Ordering::AcqRel);
+            if *parked && !woken {
+                return Poll::Pending;
+            }
+            signal
+        }
+        _ => signal.insert(Arc::new(ReadSignal {
+            woken: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        })),
+    };
+    let result = read(&mut Context::from_waker(&waker_ref(signal)));
+    *parked = result.is_pending();
+    result
+}
+
+impl ArcWake for ReadSignal {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.woken.store(true, Ordering::Release);
+        arc_self.task.wake_by_ref();
     }
 }
 

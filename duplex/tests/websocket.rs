@@ -11,6 +11,7 @@ use duplex::{
 use duplex_proto::{Config, Event};
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
+use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -570,12 +571,29 @@ async fn sender_waits_when_peer_does_not_read() {
     .await;
 }
 
-/// Counts the write calls that reach the transport (all of them, and the vectored ones).
+/// Counts the calls that reach the transport (reads, all writes, and the vectored ones).
 struct CountingIo {
     inner: tokio::io::DuplexStream,
+    reads: Arc<AtomicUsize>,
     writes: Arc<AtomicUsize>,
     vectored_writes: Arc<AtomicUsize>,
     vectored: bool,
+}
+
+impl CountingIo {
+    fn new(inner: tokio::io::DuplexStream) -> Self {
+        Self {
+            inner,
+            reads: Arc::default(),
+            writes: Arc::default(),
+            vectored_writes: Arc::default(),
+            vectored: false,
+        }
+    }
+
+    fn pipe(&mut self) -> Pin<&mut tokio::io::DuplexStream> {
+        Pin::new(&mut self.inner)
+    }
 }
 
 impl AsyncRead for CountingIo {
@@ -584,7 +602,8 @@ impl AsyncRead for CountingIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.pipe().poll_read(cx, buf)
     }
 }
 
@@ -595,7 +614,7 @@ impl AsyncWrite for CountingIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.pipe().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -607,7 +626,7 @@ impl AsyncWrite for CountingIo {
         self.vectored_writes.fetch_add(1, Ordering::SeqCst);
         // DuplexStream has no vectored write; gather like a kernel would.
         let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-        Pin::new(&mut self.inner).poll_write(cx, &all)
+        self.pipe().poll_write(cx, &all)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -615,11 +634,11 @@ impl AsyncWrite for CountingIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.pipe().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.pipe().poll_shutdown(cx)
     }
 }
 
@@ -630,10 +649,9 @@ async fn pipelined_frames_are_coalesced_into_few_writes() {
             let (client_io, server_io) = tokio::io::duplex(1 << 20);
             let writes = Arc::new(AtomicUsize::new(0));
             let io = CountingIo {
-                inner: client_io,
                 writes: Arc::clone(&writes),
-                vectored_writes: Arc::default(),
                 vectored,
+                ..CountingIo::new(client_io)
             };
             let mut client = WebSocket::from_raw(io, Role::Client, WebSocketConfig::default());
             let mut server =
@@ -670,10 +688,10 @@ async fn one_slice_of_output_is_a_plain_write() {
         let writes = Arc::new(AtomicUsize::new(0));
         let vectored_writes = Arc::new(AtomicUsize::new(0));
         let io = CountingIo {
-            inner: server_io,
             writes: Arc::clone(&writes),
             vectored_writes: Arc::clone(&vectored_writes),
             vectored: true,
+            ..CountingIo::new(server_io)
         };
         let mut client = WebSocket::from_raw(client_io, Role::Client, WebSocketConfig::default());
         let mut server = WebSocket::from_raw(io, Role::Server, WebSocketConfig::default());
@@ -716,16 +734,74 @@ async fn one_slice_of_output_is_a_plain_write() {
     .await;
 }
 
+/// Counts the wakes of a task.
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A read that found nothing leaves the task registered with the transport: until the
+/// transport wakes it, polling the socket again is skipped (a task woken by its outbox does
+/// not poll an empty socket), but data that arrives wakes the task and is read; and a
+/// task that was not the one registered polls the transport itself, so it is woken too.
+#[tokio::test]
+async fn an_empty_socket_is_polled_again_only_after_it_signals() {
+    bounded(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let io = CountingIo::new(server_io);
+        let reads = Arc::clone(&io.reads);
+        let mut client = WebSocket::from_raw(client_io, Role::Client, WebSocketConfig::default());
+        let mut server = WebSocket::from_raw(io, Role::Server, WebSocketConfig::default());
+        let reads = || reads.load(Ordering::SeqCst);
+
+        let first = Arc::new(WakeCount::default());
+        let first_waker = std::task::Waker::from(Arc::clone(&first));
+        let mut recv = Box::pin(server.recv());
+        let mut poll =
+            |waker: &std::task::Waker| recv.as_mut().poll(&mut Context::from_waker(waker));
+        assert!(poll(&first_waker).is_pending());
+        assert_eq!(reads(), 1, "the first poll reads");
+        for _ in 0..5 {
+            assert!(poll(&first_waker).is_pending());
+        }
+        assert_eq!(
+            reads(),
+            1,
+            "woken for nothing: the empty socket is not polled"
+        );
+
+        // Another task polls: it must be the one the socket wakes, so the socket is polled.
+        let second = Arc::new(WakeCount::default());
+        let second_waker = std::task::Waker::from(Arc::clone(&second));
+        assert!(poll(&second_waker).is_pending());
+        assert_eq!(reads(), 2, "a new waker polls the socket");
+        assert!(poll(&second_waker).is_pending());
+        assert_eq!(reads(), 2);
+
+        client.send(Message::text("hello")).await.unwrap();
+        assert_eq!(second.0.load(Ordering::SeqCst), 1, "data wakes the reader");
+        match poll(&second_waker) {
+            Poll::Ready(Some(Ok(message))) => assert_eq!(message, Message::text("hello")),
+            other => panic!("expected the message, got {other:?}"),
+        }
+        assert!(reads() >= 3);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn echo_with_try_recv_answers_a_pipelined_burst_in_one_write() {
     bounded(async {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
         let io = CountingIo {
-            inner: server_io,
             writes: Arc::clone(&writes),
-            vectored_writes: Arc::default(),
             vectored: true,
+            ..CountingIo::new(server_io)
         };
         let mut client = WebSocket::from_raw(client_io, Role::Client, WebSocketConfig::default());
         let mut server = WebSocket::from_raw(io, Role::Server, WebSocketConfig::default());
