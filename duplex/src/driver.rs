@@ -308,26 +308,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
 
     /// Queues `first`, then each item of `rest`, each after waiting for room; then, with
     /// `flush`, writes everything queued. If cancelled, what was queued stays queued.
-    pub(crate) async fn queue<'a>(
-        &self,
+    ///
+    /// A plain future over [`poll_queue`](Self::poll_queue) rather than an `async fn`: it
+    /// holds the item and the iterator once (nested `async fn`s each kept their own copy),
+    /// which keeps the tasks that await it small.
+    pub(crate) fn queue<'s, 'a, R>(
+        &'s self,
         first: Outbound<'a>,
-        mut rest: impl Iterator<Item = Outbound<'a>>,
+        mut rest: R,
         flush: bool,
-    ) -> Result<(), Error> {
+    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'a, R, S>
+    where
+        R: Iterator<Item = Outbound<'a>>,
+    {
         let mut item = Some(first);
-        poll_fn(|cx| self.poll_queue(cx, &mut item, &mut rest, flush)).await
+        poll_fn(move |cx| self.poll_queue(cx, &mut item, &mut rest, flush))
     }
 
-    /// `send_all` of the handles: [`queue`](Self::queue) with flushing, or a flush alone.
-    pub(crate) async fn send_all<'a>(
-        &self,
-        items: impl IntoIterator<Item = Outbound<'a>>,
-    ) -> Result<(), Error> {
+    /// `send_all` of the handles: [`queue`](Self::queue) with flushing, or a flush alone
+    /// when `items` is empty. The iterator's first item is taken at the first poll, as the
+    /// others are, and the future is as small as `queue`'s.
+    pub(crate) fn send_all<'s, 'a, I>(
+        &'s self,
+        items: I,
+    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'a, I, S>
+    where
+        I: IntoIterator<Item = Outbound<'a>>,
+    {
         let mut items = items.into_iter();
-        match items.next() {
-            Some(first) => self.queue(first, items, true).await,
-            None => poll_fn(|cx| self.poll_flush(cx)).await,
-        }
+        let mut item = None;
+        let mut started = false;
+        poll_fn(move |cx| {
+            if !started {
+                started = true;
+                item = items.next();
+            }
+            self.poll_queue(cx, &mut item, &mut items, true)
+        })
     }
 
     /// Waits for room, queues `*item` (taking it) and then each item of `rest` the same way,

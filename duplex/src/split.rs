@@ -9,7 +9,7 @@ use duplex_proto::connection::PreparedFrame;
 use duplex_proto::{CloseCode, CloseFrame, Event, Message};
 use futures_core::Stream;
 use futures_sink::Sink;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::iter;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -163,11 +163,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     ///
     /// # Errors
     /// As [`WebSocket::send_all`].
-    pub async fn send_all<'a, I>(&mut self, items: I) -> Result<(), Error>
+    pub fn send_all<'s, 'a, I>(
+        &'s mut self,
+        items: I,
+    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'a, I, S>
     where
         I: IntoIterator<Item = Outbound<'a>>,
     {
-        self.shared.send_all(items).await
+        self.shared.send_all(items)
     }
 
     /// Writes everything queued; see [`WebSocket::flush`].
