@@ -58,6 +58,13 @@ impl ChannelName {
         Ok(Self(name.into()))
     }
 
+    /// Whether `self` and `other` are the same shared name, not only equal names: a pointer
+    /// comparison, for caches keyed by the registry's copy of a name (see
+    /// `Registry::for_each`).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -437,9 +437,9 @@ impl BrokerHandler for Node {
             .info
             .as_ref()
             .map(|i| (&*i.client, client_tag(&i.client)));
-        let delivery = Arc::new(Delivery::new(channel.clone(), publication.clone()));
+        let mut delivery = None;
         let mut delivered = 0u64;
-        self.registry.for_each(channel, |session| {
+        self.registry.for_each(channel, |name, session| {
             if session.dialect == Dialect::Raw
                 && !echo_rooms
                 && publisher
@@ -452,6 +452,10 @@ impl BrokerHandler for Node {
                 (Some(key), true) => Some((channel.clone(), key.clone())),
                 _ => None,
             };
+            // With the registry's copy of the name: the same for every publication of the
+            // channel, so a session recognises it by pointer (`Subscriptions`).
+            let delivery = delivery
+                .get_or_insert_with(|| Arc::new(Delivery::new(name.clone(), publication.clone())));
             let item = Outgoing::Publication(delivery.clone());
             if session.outbox.push(item, size, slot).is_err() {
                 session.outbox.close(CLOSE_SLOW, "slow consumer");
@@ -480,7 +484,7 @@ impl BrokerHandler for Node {
             message,
         });
         let tag = client_tag(&info.client);
-        self.registry.for_each(channel, |session| {
+        self.registry.for_each(channel, |_, session| {
             if session.dialect != Dialect::V1 || session.is_client(&info.client, tag) {
                 return;
             }

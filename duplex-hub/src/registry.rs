@@ -84,9 +84,17 @@ impl Registry {
 
     /// Calls `f` for each local subscriber of `channel`, under the shard lock: `f` must not
     /// block.
-    pub(crate) fn for_each(&self, channel: &ChannelName, mut f: impl FnMut(&Arc<SessionHandle>)) {
-        if let Some(subs) = self.shard(channel).get(channel) {
-            subs.values().for_each(&mut f);
+    /// Calls `f` with each subscriber of `channel` and the registry's own copy of the name:
+    /// the same shared name for as long as the channel has subscribers, whichever copy the
+    /// caller holds, so what is handed on with it can be recognised by pointer
+    /// ([`ChannelName::same`]).
+    pub(crate) fn for_each(
+        &self,
+        channel: &ChannelName,
+        mut f: impl FnMut(&ChannelName, &Arc<SessionHandle>),
+    ) {
+        if let Some((name, subs)) = self.shard(channel).get_key_value(channel) {
+            subs.values().for_each(|session| f(name, session));
         }
     }
 }
