@@ -82,6 +82,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 server_cmd() {
     case "$1" in
         raw) echo "$BIN/examples/raw_tcp" ;;
+        raw-close) echo "$BIN/examples/raw_tcp --close" ;;
         raw-relay) echo "$BIN/examples/raw_tcp --broadcast" ;;
         duplex) echo "$BIN/duplex echo --listen 127.0.0.1:0" ;;
         duplex-tls) echo "$BIN/duplex echo --listen 127.0.0.1:0 --tls-cert $WORK/cert.pem --tls-key $WORK/key.pem" ;;
@@ -137,7 +138,7 @@ want() { [ -z "$ONLY" ] || [[ "$1" =~ ^($ONLY)$ ]]; }
 
 peers() { # SCENARIO MODE LOADGEN-ARGS...: raw, duplex, tungstenite, fastwebsockets in turn
     local s=$1 mode=$2; shift 2
-    measure "$R" "$s" raw raw "$mode" --raw "$@"
+    measure "$R" "$s" raw "${RAW_SERVER:-raw}" "$mode" --raw "$@"
     measure "$R" "$s" duplex duplex "$mode" "$@"
     measure "$R" "$s" tungstenite tungstenite "$mode" "$@"
     measure "$R" "$s" fastwebsockets fastws "$mode" "$@"
@@ -160,7 +161,8 @@ for R in $(seq 1 "$ROUNDS"); do
     if want pp64k; then peers pp64k echo -c 100 --size 64KiB; fi
     if want lat16; then peers lat16 echo -c 1 --size 16; fi
     if want pipe64; then peers pipe64 echo -c 100 --depth 16 --size 64; fi
-    if want hs; then peers hs handshakes -c 16; fi
+    # The raw baseline closes first, as the WebSocket servers do (see raw_tcp --close).
+    if want hs; then RAW_SERVER=raw-close peers hs handshakes -c 16; fi
     if want idle; then
         for v in raw:raw:--raw duplex:duplex: duplex-deflate:duplex:--deflate tungstenite:tungstenite: fastwebsockets:fastws:; do
             IFS=: read -r variant server flag <<< "$v"

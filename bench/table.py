@@ -72,7 +72,7 @@ ROWS.append(("Pipelined echo, 100 conns × 16 in flight, 64 B", "messages per se
 ROWS.append(("Pipelined echo, 100 conns × 16 in flight, 64 B", "server CPU per message",
              "pipe64", "cpu_ns_per_op", "ns", [(c, c) for c in PEERS], ("duplex", "raw"),
              "<=", 1.10))
-ROWS.append(("Handshakes (open, upgrade, clean close; raw: connect, close), 16 workers",
+ROWS.append(("Handshakes (open, upgrade, clean close; raw: connect, the server closes), 16 workers",
              "per second", "hs", "per_sec", "/s", [(c, c) for c in PEERS],
              ("duplex", "raw"), ">=", 0.90))
 ROWS.append(("Handshakes", "server CPU per handshake", "hs", "cpu_ns_per_op", "ns",

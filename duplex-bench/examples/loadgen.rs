@@ -13,8 +13,9 @@
 //! * `echo -c N --size S [--depth D] [--text]`: N connections, each keeping D messages in
 //!   flight (1: ping-pong); every echo is compared with what was sent;
 //! * `handshakes -c N`: N workers open a connection, upgrade, close cleanly (1000, the
-//!   server's close reply, then the server's FIN), again and again; `--raw`: connect, FIN,
-//!   wait for the server's FIN;
+//!   server's close reply, then the server's FIN), again and again; `--raw`: connect and
+//!   wait for the server's FIN (against `raw_tcp --close`: the server closes first, as a
+//!   WebSocket server does, so neither side's TIME_WAITs differ);
 //! * `idle -c N [--hold T]`: open N connections and hold them; with `--server-pid`, the
 //!   server's resident memory (`VmRSS`) before the first and after the last;
 //! * `fanout -c N [--window W] [--dialect raw|rooms|v1]`: N subscribers and one publisher
@@ -1011,10 +1012,6 @@ async fn handshake_worker(dialer: Arc<Dialer>, stats: Arc<Stats>) {
         let result = async {
             let mut conn = dialer.connect().await?;
             if dialer.opts.raw {
-                conn.io
-                    .shutdown()
-                    .await
-                    .map_err(|e| format!("shutdown: {e}"))?;
                 conn.expect_eof().await
             } else {
                 conn.close().await

@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 const BUF: usize = 64 * 1024;
 
 fn main() -> std::process::ExitCode {
-    let args = common::ServerArgs::parse("raw_tcp [--listen ADDR] [--broadcast]");
+    let args = common::ServerArgs::parse("raw_tcp [--listen ADDR] [--broadcast | --close]");
     common::run(|| async move {
         let listener = common::listen(args.listen).await?;
         if args.broadcast {
@@ -33,6 +33,11 @@ fn main() -> std::process::ExitCode {
                 relay(tcp, ids.fetch_add(1, Ordering::Relaxed), tx.clone())
             })
             .await
+        } else if args.close {
+            // The server closes first, as a WebSocket server does after the close
+            // handshake (RFC 6455 §7.1.1): the TIME_WAIT stays on the server's side, so
+            // the load generator's connects do not slow down searching for a free port.
+            common::accept_loop(listener, |tcp| async move { drop(tcp) }).await
         } else {
             common::accept_loop(listener, echo).await
         }

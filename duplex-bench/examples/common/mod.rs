@@ -12,14 +12,19 @@ pub struct ServerArgs {
     pub listen: SocketAddr,
     /// `--broadcast`: relay every message to every other connection instead of echoing it.
     pub broadcast: bool,
+    /// `--close` (only `raw_tcp`): close every connection as soon as it is accepted, the
+    /// raw baseline of the handshake benchmark.
+    pub close: bool,
 }
 
 impl ServerArgs {
-    /// Parses `--listen ADDR` and `--broadcast`; exits with status 2 on anything else.
+    /// Parses `--listen ADDR`, `--broadcast` and, when `usage` names it, `--close`; exits
+    /// with status 2 on anything else.
     pub fn parse(usage: &str) -> Self {
         let mut args = ServerArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             broadcast: false,
+            close: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -32,6 +37,7 @@ impl ServerArgs {
                     });
                 }
                 "--broadcast" => args.broadcast = true,
+                "--close" if usage.contains("--close") => args.close = true,
                 _ => {
                     eprintln!("usage: {usage}");
                     std::process::exit(2)
