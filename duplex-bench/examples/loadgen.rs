@@ -50,6 +50,7 @@ const USAGE: &str = "\
 usage: loadgen MODE HOST:PORT [options]
 modes: echo | handshakes | idle | fanout
   --raw                 raw TCP target: send WebSocket client bytes, expect them back as sent
+                        (handshakes: connect and wait for the server's FIN: raw_tcp --close)
   --path P              request path (default /)
   --tls                 wss (any certificate accepted: loopback benchmarks only)
   --deflate             offer permessage-deflate

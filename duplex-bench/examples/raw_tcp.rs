@@ -24,6 +24,10 @@ const BUF: usize = 64 * 1024;
 
 fn main() -> std::process::ExitCode {
     let args = common::ServerArgs::parse("raw_tcp [--listen ADDR] [--broadcast | --close]");
+    if args.broadcast && args.close {
+        eprintln!("raw_tcp: --broadcast and --close exclude each other");
+        return std::process::ExitCode::from(2);
+    }
     common::run(|| async move {
         let listener = common::listen(args.listen).await?;
         if args.broadcast {

@@ -82,12 +82,10 @@ impl Registry {
             .sum()
     }
 
-    /// Calls `f` for each local subscriber of `channel`, under the shard lock: `f` must not
-    /// block.
-    /// Calls `f` with each subscriber of `channel` and the registry's own copy of the name:
-    /// the same shared name for as long as the channel has subscribers, whichever copy the
-    /// caller holds, so what is handed on with it can be recognised by pointer
-    /// ([`ChannelName::same`]).
+    /// Calls `f` for each local subscriber of `channel`, under the shard lock (`f` must not
+    /// block), with the registry's own copy of the name: the same shared name for as long
+    /// as the channel has subscribers, whichever copy the caller holds, so what is handed
+    /// on with it can be recognised by pointer ([`ChannelName::same`]).
     pub(crate) fn for_each(
         &self,
         channel: &ChannelName,

@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
@@ -228,7 +228,9 @@ enum Flow {
 ///
 /// This future is every session's task, touched at each delivery, so it is kept small: a
 /// function returning an `async move` block (an `async fn` keeps its arguments twice), and
-/// the rare or once-per-connection steps (a command, the close, the clean-up) boxed.
+/// the rare or once-per-connection steps (a command, the close, the clean-up) boxed. The
+/// session is registered when this is called, not when the future is first polled: await it
+/// at once (as `on_upgrade` does), or its clean-up never runs.
 pub(crate) fn run_v1<S>(
     node: Arc<Node>,
     ws: WebSocket<S>,
@@ -271,7 +273,10 @@ where
 
 /// Ready once the token expiring at `expires_at` (Unix seconds) has expired; never without
 /// one. The timer is made once (and again only if the expiry changes), not at every poll:
-/// a timer made per wake-up would be registered and cancelled for every delivery.
+/// a timer made per wake-up would be registered and cancelled for every delivery. The wall
+/// clock is read only when a timer is made: a token already expired is ready at once, and
+/// a timer that fires early by the wall clock (set back meanwhile) is made again for what
+/// is left.
 fn poll_expiry(
     timer: &mut Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
     expires_at: Option<u64>,
@@ -283,11 +288,21 @@ fn poll_expiry(
     if timer.as_ref().is_some_and(|(armed, _)| *armed != at) {
         *timer = None;
     }
-    let (_, sleep) = timer.get_or_insert_with(|| {
-        let left = Duration::from_secs(at.saturating_sub(unix_now()));
-        (at, Box::pin(tokio::time::sleep(left)))
-    });
-    sleep.as_mut().poll(cx)
+    loop {
+        if timer.is_none() {
+            let now = unix_now();
+            if now >= at {
+                return Poll::Ready(());
+            }
+            let left = Duration::from_secs(at - now);
+            *timer = Some((at, Box::pin(tokio::time::sleep(left))));
+        }
+        if let Some((_, sleep)) = timer {
+            ready!(sleep.as_mut().poll(cx));
+        }
+        // Fired: the wall clock decides at the top.
+        *timer = None;
+    }
 }
 
 impl<S> V1<S>
@@ -1203,6 +1218,29 @@ mod tests {
         // Set once.
         handle.set_info(info("c-5678"));
         assert_eq!(handle.client_id(), Some(me));
+    }
+
+    #[tokio::test]
+    async fn the_expiry_timer_is_made_once_per_expiry() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut timer = None;
+        assert!(poll_expiry(&mut timer, None, &mut cx).is_pending());
+        assert!(timer.is_none(), "no token, no timer");
+        let later = unix_now() + 3600;
+        assert!(poll_expiry(&mut timer, Some(later), &mut cx).is_pending());
+        let armed = |t: &Option<(u64, Pin<Box<tokio::time::Sleep>>)>| {
+            t.as_ref().map(|(at, sleep)| (*at, &**sleep as *const _))
+        };
+        let first = armed(&timer);
+        assert!(poll_expiry(&mut timer, Some(later), &mut cx).is_pending());
+        assert_eq!(
+            armed(&timer),
+            first,
+            "the same timer, not a new one per poll"
+        );
+        assert!(poll_expiry(&mut timer, Some(later + 60), &mut cx).is_pending());
+        assert_eq!(timer.as_ref().map(|(at, _)| *at), Some(later + 60));
+        assert!(poll_expiry(&mut timer, Some(unix_now() - 1), &mut cx).is_ready());
     }
 
     #[test]

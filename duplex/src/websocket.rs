@@ -43,6 +43,13 @@ impl<S> std::fmt::Debug for WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a stream on which the opening handshake already happened elsewhere, without
     /// extensions. Only the driver settings and [`WebSocketConfig::proto`] limits are used.
+    ///
+    /// From here on the connection is the only reader of `stream`: after a read finds
+    /// nothing, the next read waits for the stream's own wake-up instead of polling it
+    /// again. A stream must therefore read only from `poll_read` (TCP, Unix sockets and
+    /// rustls after its handshake do; a TLS stream whose writes may read, or a handshake
+    /// still running inside `poll_write`, does not qualify), and nothing else may poll it
+    /// for reading (see [`with_transport`](Self::with_transport)).
     pub fn from_raw(stream: S, role: Role, config: WebSocketConfig) -> Self {
         let conn = Connection::new(role, config.proto.clone());
         Self::from_connection(stream, conn, config)
@@ -313,7 +320,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Calls `f` with the transport: to read its peer address or its TLS session, say. The
-    /// connection's state is locked meanwhile, so keep `f` short.
+    /// connection's state is locked meanwhile, so keep `f` short. Do not poll the transport
+    /// for reading from `f` (`poll_read_ready`, `poll_peek` and the like): that would take
+    /// the connection's read registration, and its reads would wait for a wake-up that
+    /// never comes (see [`from_raw`](Self::from_raw)).
     pub fn with_transport<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         self.shared.with_transport(f)
     }
