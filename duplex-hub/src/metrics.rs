@@ -150,6 +150,16 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Counts a connection of `dialect` opened (`connections` and `connections_total`);
+    /// returns its `connections` gauge, to decrement when the connection ends.
+    pub(crate) fn connection_opened(&self, dialect: &'static str) -> Gauge {
+        let labels = vec![("dialect", dialect)];
+        let gauge = self.connections.get_or_create(&labels).clone();
+        gauge.inc();
+        self.connections_total.get_or_create(&labels).inc();
+        gauge
+    }
+
     /// Counts a hit of `limit`.
     pub fn limit_hit(&self, limit: &'static str) {
         self.limit_hits.get_or_create(&vec![("limit", limit)]).inc();

@@ -242,16 +242,7 @@ where
     // Built before the task's future, which then holds each part once.
     let Opening { identity, guard } = opening;
     let handle = node.new_session(Dialect::V1);
-    let gauge = node
-        .metrics()
-        .connections
-        .get_or_create(&vec![("dialect", "v1")])
-        .clone();
-    gauge.inc();
-    node.metrics()
-        .connections_total
-        .get_or_create(&vec![("dialect", "v1")])
-        .inc();
+    let gauge = node.metrics().connection_opened("v1");
     let mut session = V1 {
         bucket: Bucket::new(node.settings().limits.publish_rate),
         commands: Bucket::new(node.settings().limits.command_rate),
@@ -953,16 +944,7 @@ where
 {
     async move {
         let node = member.node.clone();
-        let gauge = node
-            .metrics()
-            .connections
-            .get_or_create(&vec![("dialect", "rooms")])
-            .clone();
-        gauge.inc();
-        node.metrics()
-            .connections_total
-            .get_or_create(&vec![("dialect", "rooms")])
-            .inc();
+        let gauge = node.metrics().connection_opened("rooms");
         let result = room_loop(
             &node,
             &mut ws,
@@ -1149,16 +1131,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handle = node.new_session(Dialect::Raw);
-    let gauge = node
-        .metrics()
-        .connections
-        .get_or_create(&vec![("dialect", "echo")])
-        .clone();
-    gauge.inc();
-    node.metrics()
-        .connections_total
-        .get_or_create(&vec![("dialect", "echo")])
-        .inc();
+    let gauge = node.metrics().connection_opened("echo");
     loop {
         tokio::select! {
             biased;

@@ -306,31 +306,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         self.lock().poll_ready(cx)
     }
 
-    /// Queues `first`, then each item of `rest`, each after waiting for room; then, with
-    /// `flush`, writes everything queued. If cancelled, what was queued stays queued.
+    /// Queues each item of `items` in order, each after waiting for room; then, with `flush`,
+    /// writes everything queued (with no items, only that). If cancelled, what was queued
+    /// stays queued. `send`, `feed`, their prepared-frame forms and `send_all` of the
+    /// handles. The first item is taken at the first poll, as the others are.
     ///
     /// A plain future over [`poll_queue`](Self::poll_queue) rather than an `async fn`: it
     /// holds the item and the iterator once (nested `async fn`s each kept their own copy),
     /// which keeps the tasks that await it small.
-    pub(crate) fn queue<'s, 'a, R>(
-        &'s self,
-        first: Outbound<'a>,
-        mut rest: R,
-        flush: bool,
-    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'a, R, S>
-    where
-        R: Iterator<Item = Outbound<'a>>,
-    {
-        let mut item = Some(first);
-        poll_fn(move |cx| self.poll_queue(cx, &mut item, &mut rest, flush))
-    }
-
-    /// `send_all` of the handles: [`queue`](Self::queue) with flushing, or a flush alone
-    /// when `items` is empty. The iterator's first item is taken at the first poll, as the
-    /// others are, and the future is as small as `queue`'s.
-    pub(crate) fn send_all<'s, 'a, I>(
+    pub(crate) fn queue<'s, 'a, I>(
         &'s self,
         items: I,
+        flush: bool,
     ) -> impl Future<Output = Result<(), Error>> + use<'s, 'a, I, S>
     where
         I: IntoIterator<Item = Outbound<'a>>,
@@ -343,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 started = true;
                 item = items.next();
             }
-            self.poll_queue(cx, &mut item, &mut items, true)
+            self.poll_queue(cx, &mut item, &mut items, flush)
         })
     }
 

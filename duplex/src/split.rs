@@ -10,7 +10,6 @@ use duplex_proto::{CloseCode, CloseFrame, Event, Message};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::{poll_fn, Future};
-use std::iter;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -129,9 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Message(message), iter::empty(), true)
-            .await
+        self.shared.queue([Outbound::Message(message)], true).await
     }
 
     /// Queues a message without flushing; see [`WebSocket::feed`].
@@ -142,9 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Message(message), iter::empty(), false)
-            .await
+        self.shared.queue([Outbound::Message(message)], false).await
     }
 
     /// Queues a prepared frame and flushes; see [`WebSocket::send_prepared`].
@@ -152,9 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Errors
     /// As [`WebSocket::send`].
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Prepared(frame), iter::empty(), true)
-            .await
+        self.shared.queue([Outbound::Prepared(frame)], true).await
     }
 
     /// Queues a batch and flushes it; see [`WebSocket::send_all`]. The iterator runs while
@@ -170,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     where
         I: IntoIterator<Item = Outbound<'a>>,
     {
-        self.shared.send_all(items)
+        self.shared.queue(items, true)
     }
 
     /// Writes everything queued; see [`WebSocket::flush`].

@@ -10,7 +10,6 @@ use duplex_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::{poll_fn, Future};
-use std::iter;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -159,9 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// If cancelled while waiting for room, nothing was queued; if cancelled while flushing,
     /// the message is queued and goes out with the next flush or receive.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Message(message), iter::empty(), true)
-            .await
+        self.shared.queue([Outbound::Message(message)], true).await
     }
 
     /// Queues a message without flushing; waits only while the queue is above the high-water
@@ -173,9 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the message is queued only when the future completes.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Message(message), iter::empty(), false)
-            .await
+        self.shared.queue([Outbound::Message(message)], false).await
     }
 
     /// Queues a frame prepared once for many connections (fan-out) and flushes it.
@@ -183,9 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send).
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Prepared(frame), iter::empty(), true)
-            .await
+        self.shared.queue([Outbound::Prepared(frame)], true).await
     }
 
     /// Queues a prepared frame without flushing; waits only while the queue is above the
@@ -197,9 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the frame is queued only when the future completes.
     pub async fn feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        self.shared
-            .queue(Outbound::Prepared(frame), iter::empty(), false)
-            .await
+        self.shared.queue([Outbound::Prepared(frame)], false).await
     }
 
     /// Queues every item of `items` in order, each after waiting for room as
@@ -240,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     where
         I: IntoIterator<Item = Outbound<'a>>,
     {
-        self.shared.send_all(items)
+        self.shared.queue(items, true)
     }
 
     /// Writes everything queued.
