@@ -66,6 +66,10 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Clients speak first: accept a connection once its request is in (one wake-up, not two).
+    if let Err(error) = duplex::net::defer_accept(&listener, crate::DEFER_ACCEPT) {
+        warn!(%error, "TCP_DEFER_ACCEPT is not available; accepting connections at once");
+    }
     let local = listener.local_addr()?;
     eprintln!("listening on {local}");
     info!(

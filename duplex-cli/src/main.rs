@@ -22,7 +22,13 @@ mod size;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+/// How long `serve` and `echo` let a new connection stay silent before accepting it anyway
+/// (`TCP_DEFER_ACCEPT`, see [`duplex::net::defer_accept`]); a client silent for longer then
+/// meets the handshake timeout.
+const DEFER_ACCEPT: Duration = Duration::from_secs(1);
 
 /// WebSocket tools built on duplex.
 #[derive(Debug, Parser)]

@@ -51,6 +51,9 @@
 //!   wait when more than [`WebSocketConfig::write_buffer_high_water`] bytes are queued.
 //! * Idle connections hold no buffers; optional keepalive pings and idle timeout.
 //!
+//! For a server's listener, [`net::defer_accept`] has the kernel hand over a connection only
+//! once its request has arrived: one wake-up per connection instead of two.
+//!
 //! ## Features
 //!
 //! * `tls` (default): `wss://` clients with rustls, and the `tls` module's helpers for
@@ -62,6 +65,7 @@ mod client;
 mod config;
 mod driver;
 mod error;
+pub mod net;
 mod server;
 mod split;
 mod stream;
