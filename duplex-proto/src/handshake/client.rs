@@ -12,7 +12,7 @@ use http::{
 };
 
 use super::http::{
-    has_token, is_handshake_header, is_token, single_value, to_header_map, write_headers,
+    has_token, is_handshake_header, is_token, single_value, write_headers, SharedHead,
 };
 use super::key::{accept_key, generate_key};
 use super::HandshakeError;
@@ -403,7 +403,9 @@ fn parse_head(
     };
     let status = StatusCode::from_u16(code)
         .map_err(|_| HandshakeError::bad_response(format!("invalid status code {code}")))?;
-    let headers = to_header_map(parsed.headers).map_err(HandshakeError::bad_response)?;
+    let headers = SharedHead::new(head, len)
+        .header_map(parsed.headers)
+        .map_err(HandshakeError::bad_response)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = if minor == 0 {

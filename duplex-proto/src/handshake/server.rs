@@ -8,8 +8,8 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use super::http::{
-    has_token, is_handshake_header, is_token, list_elements, single_value, to_header_map,
-    write_headers, write_status_line,
+    has_token, is_handshake_header, is_token, list_elements, single_value, with_header_slots,
+    write_headers, write_status_line, SharedHead,
 };
 use super::key::{accept_key, is_valid_key};
 use super::HandshakeError;
@@ -33,46 +33,49 @@ pub fn parse_request(head: &[u8], config: &Config) -> Result<Request<()>, Handsh
             ),
         )
     };
-    let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(head) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return Err(HandshakeError::bad_request("incomplete request head"))
+    with_header_slots(config.max_headers, |slots| {
+        let mut parsed = httparse::Request::new(&mut []);
+        let len = match parsed.parse_with_uninit_headers(head, slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                return Err(HandshakeError::bad_request("incomplete request head"))
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
+            Err(e) => {
+                return Err(HandshakeError::bad_request(format!(
+                    "malformed request head: {e}"
+                )))
+            }
+        };
+        if len > config.max_header_bytes {
+            return Err(too_large());
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
-        Err(e) => {
-            return Err(HandshakeError::bad_request(format!(
-                "malformed request head: {e}"
-            )))
-        }
-    };
-    if len > config.max_header_bytes {
-        return Err(too_large());
-    }
-    // httparse guarantees these are present in a complete request.
-    let (Some(method), Some(path), Some(minor)) = (parsed.method, parsed.path, parsed.version)
-    else {
-        return Err(HandshakeError::bad_request("incomplete request line"));
-    };
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| HandshakeError::bad_request("invalid method"))?;
-    let uri = path
-        .parse::<Uri>()
-        .map_err(|_| HandshakeError::bad_request("invalid request target"))?;
-    let version = if minor == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let headers = to_header_map(parsed.headers).map_err(HandshakeError::bad_request)?;
+        // httparse guarantees these are present in a complete request.
+        let (Some(method), Some(path), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+        else {
+            return Err(HandshakeError::bad_request("incomplete request line"));
+        };
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| HandshakeError::bad_request("invalid method"))?;
+        let shared = SharedHead::new(head, len);
+        let uri = Uri::from_maybe_shared(shared.slice(path.as_bytes()))
+            .map_err(|_| HandshakeError::bad_request("invalid request target"))?;
+        let version = if minor == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let headers = shared
+            .header_map(parsed.headers)
+            .map_err(HandshakeError::bad_request)?;
 
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    Ok(request)
+        let mut request = Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        Ok(request)
+    })
 }
 
 /// Validates an upgrade request (RFC 6455 §4.2.1) and negotiates subprotocol candidates and
@@ -307,11 +310,24 @@ impl ServerUpgrade {
     /// (`Upgrade`, `Connection`, `Content-Length`, `Transfer-Encoding` and any
     /// `Sec-WebSocket-*`) are skipped.
     pub fn write_response(&self, extra: &HeaderMap, out: &mut BytesMut) {
-        let response = self.response();
+        // The bytes of `response()`, written straight: building its header map would cost
+        // a table, an entry list and a copy of the key (docs/performance.md, eighth pass).
         // Reserve roughly once: status line, our headers and the extras.
         out.reserve(160 + extra.len() * 32);
-        write_status_line(out, response.status());
-        write_headers(out, response.headers());
+        write_status_line(out, StatusCode::SWITCHING_PROTOCOLS);
+        out.put_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+        out.put_slice(self.accept_key.as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(protocol) = &self.protocol {
+            out.put_slice(b"Sec-WebSocket-Protocol: ");
+            out.put_slice(protocol.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        if let Some(extensions) = &self.extensions {
+            out.put_slice(b"Sec-WebSocket-Extensions: ");
+            out.put_slice(extensions.as_bytes());
+            out.put_slice(b"\r\n");
+        }
         write_headers(
             out,
             extra.iter().filter(|(name, _)| !is_handshake_header(name)),
@@ -633,6 +649,67 @@ mod tests {
     }
 
     #[test]
+    fn more_headers_than_the_stack_slots_hold() {
+        // Past `STACK_HEADERS` the slots come from the heap; the limit still holds.
+        let mut lines = MINIMAL.to_vec();
+        let extra: Vec<String> = (0..80).map(|i| format!("X-Extra-{i}: {i}")).collect();
+        lines.extend(extra.iter().map(String::as_str));
+        let count = lines.len() - 1; // the request line is not a header
+        let config = Config::default().with_max_headers(count);
+        let request = parse_request(&head(&lines), &config).unwrap();
+        assert_eq!(request.headers().len(), count);
+        assert_eq!(request.headers()["x-extra-79"], "79");
+        let config = Config::default().with_max_headers(count - 1);
+        let err = parse_request(&head(&lines), &config).unwrap_err();
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn values_and_target_survive_the_buffer_they_were_parsed_from() {
+        let mut bytes = valid_request();
+        bytes.extend_from_slice(b"\x81\x05hello"); // the first frame, right behind the head
+        let request = parse_request(&bytes, &Config::default()).unwrap();
+        bytes.fill(b'!');
+        drop(bytes);
+        assert_eq!(request.uri(), "/chat?x=1");
+        assert_eq!(request.headers()[HOST], "example.com:8080");
+        assert_eq!(request.headers()[ORIGIN], "https://example.com");
+        assert_eq!(request.headers()[SEC_WEBSOCKET_PROTOCOL], "a, b");
+    }
+
+    /// `write_response` writes `response()` by hand: the two must never drift apart.
+    fn rendered(upgrade: &ServerUpgrade) -> Vec<u8> {
+        let response = upgrade.response();
+        let mut out = BytesMut::new();
+        super::super::http::write_head(&mut out, response.status(), response.headers());
+        out.to_vec()
+    }
+
+    #[test]
+    fn raw_response_is_the_response_rendered() {
+        for deflate in [true, false] {
+            for protocol in [None, Some("a"), Some("b")] {
+                let mut config = Config::default();
+                if !deflate {
+                    config = config.with_deflate(None);
+                }
+                let request = parse_request(&valid_request(), &config).unwrap();
+                let mut upgrade = accept(&request, &config).unwrap();
+                if let Some(protocol) = protocol {
+                    upgrade.select_protocol(protocol).unwrap();
+                }
+                let mut out = BytesMut::new();
+                upgrade.write_response(&HeaderMap::new(), &mut out);
+                assert_eq!(out.to_vec(), rendered(&upgrade), "{deflate} {protocol:?}");
+                assert_eq!(
+                    deflate,
+                    out.windows(25).any(|w| w == b"Sec-WebSocket-Extensions:")
+                );
+            }
+        }
+    }
+
+    #[test]
     fn too_long_head_is_431() {
         let head = head(MINIMAL);
         let config = Config::default().with_max_header_bytes(head.len());
@@ -745,6 +822,7 @@ mod tests {
                     }
                     let mut out = BytesMut::new();
                     upgrade.write_response(&HeaderMap::new(), &mut out);
+                    prop_assert_eq!(out.to_vec(), rendered(&upgrade));
                 }
             }
         }
