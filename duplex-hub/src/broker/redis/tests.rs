@@ -289,9 +289,13 @@ pub(crate) struct RedisCluster {
     tls: Option<Certificates>,
 }
 
+/// A port free now, with its cluster bus port (+10,000) free too; both below Linux's
+/// ephemeral range (32768 and up), so no outgoing connection of another test takes one
+/// before redis-server binds it. Another test can still pick the same port: `start_with`
+/// retries then.
 fn free_pair() -> u16 {
     loop {
-        let port = 20_000 + rand::random::<u16>() % 20_000;
+        let port = 10_000 + rand::random::<u16>() % 12_000;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
             return port;
@@ -318,10 +322,17 @@ impl RedisCluster {
     }
 
     fn start_with(tls: bool) -> Self {
-        Self::start_on((0..3).map(|_| free_pair()).collect(), tls)
+        for _ in 0..4 {
+            if let Some(cluster) = Self::start_on((0..3).map(|_| free_pair()).collect(), tls) {
+                return cluster;
+            }
+        }
+        panic!("redis-server exited at start four times: are ports 10000-32000 in use?");
     }
 
-    fn start_on(ports: Vec<u16>, tls: bool) -> Self {
+    /// `None` when a node exited at start (its port was taken meanwhile); its partners are
+    /// stopped when the cluster is dropped.
+    fn start_on(ports: Vec<u16>, tls: bool) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!(
             "duplex-redis-cluster-{}-{}",
             std::process::id(),
@@ -365,8 +376,11 @@ impl RedisCluster {
             cluster.children.push(child);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in &ports {
+        for (node, port) in ports.iter().enumerate() {
             while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                if matches!(cluster.children[node].try_wait(), Ok(Some(_))) {
+                    return None;
+                }
                 assert!(Instant::now() < deadline, "redis-server did not start");
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -386,7 +400,7 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        cluster
+        Some(cluster)
     }
 
     pub(crate) fn url(&self, node: usize) -> String {
