@@ -1,8 +1,10 @@
 //! The driver: one [`Connection`] and its transport, shared by a [`WebSocket`] or by the two
 //! halves of a split one.
 //!
-//! Everything happens inside `poll_*` functions under a short `std` mutex that is never held
-//! across an `.await`: whoever polls makes progress. The transport is polled with the waker of
+//! Everything happens inside `poll_*` functions, whoever polls makes progress. A
+//! [`WebSocket`] owns the state alone and reaches it without a lock; the two halves of a split
+//! one share it under a short `std` mutex that is never held across an `.await` (see
+//! [`Access`]). The transport is polled with the waker of
 //! the one task that drives the connection, or with a fan-out waker once two tasks do (see
 //! [`crate::wakers`]), so a reader waiting to flush a pong and a writer waiting to flush its
 //! data are both woken when the socket drains.
@@ -19,6 +21,7 @@ use duplex_proto::{
 };
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
@@ -109,7 +112,8 @@ pub enum Outbound<'a> {
     Prepared(&'a PreparedFrame),
 }
 
-/// State shared by the handles of one connection.
+/// The state of one connection: owned by its [`WebSocket`](crate::WebSocket), or shared by
+/// the halves of a split one.
 pub(crate) struct Shared<S> {
     inner: Mutex<Inner<S>>,
 }
@@ -201,9 +205,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         conn: Connection,
         config: Arc<WebSocketConfig>,
         pending_error: Option<ProtocolError>,
-    ) -> Arc<Self> {
+    ) -> Self {
         let vectored = stream.is_write_vectored();
-        Arc::new(Self {
+        Self {
             inner: Mutex::new(Inner {
                 conn,
                 stream,
@@ -228,35 +232,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 read_parked: false,
                 write_waiters: Waiters::default(),
             }),
-        })
+        }
     }
 }
 
 impl<S> Shared<S> {
-    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+    /// The state, for the handles that share it (the halves of a split socket).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner<S>> {
         // A panic while holding the lock leaves a consistent Connection behind (the core does
         // not panic half-way through a state change), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn close_frame(&self) -> Option<CloseFrame> {
-        self.lock().conn.close_frame().cloned()
-    }
-
-    pub(crate) fn role(&self) -> Role {
-        self.lock().conn.role()
-    }
-
-    pub(crate) fn with_transport<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        f(&self.lock().stream)
-    }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        matches!(self.lock().phase, Phase::Done)
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.lock().queued()
+    /// The state, for the one handle that owns it (an unsplit [`WebSocket`]): no lock, so
+    /// none of the two atomic operations a lock and unlock cost, four to six times per
+    /// message (docs/performance.md, eighth pass).
+    ///
+    /// [`WebSocket`]: crate::WebSocket
+    pub(crate) fn get_mut(&mut self) -> &mut Inner<S> {
+        self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn reader_back(&self) {
@@ -270,9 +264,92 @@ impl<S> Shared<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
-    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        self.lock().poll_recv(cx, Deliver::Messages).map(|next| {
+/// Reaches a connection's state: through the lock of a [`Shared`] that split halves share,
+/// or directly through the `&mut` of the one owner.
+pub(crate) trait Access<S> {
+    type Guard<'g>: DerefMut<Target = Inner<S>>
+    where
+        Self: 'g;
+
+    fn state(&mut self) -> Self::Guard<'_>;
+}
+
+impl<S> Access<S> for &Shared<S> {
+    type Guard<'g>
+        = MutexGuard<'g, Inner<S>>
+    where
+        Self: 'g;
+
+    fn state(&mut self) -> MutexGuard<'_, Inner<S>> {
+        self.lock()
+    }
+}
+
+impl<S> Access<S> for &mut Inner<S> {
+    type Guard<'g>
+        = &'g mut Inner<S>
+    where
+        Self: 'g;
+
+    fn state(&mut self) -> &mut Inner<S> {
+        self
+    }
+}
+
+/// Queues each item of `items` in order, each after waiting for room; then, with `flush`,
+/// writes everything queued (with no items, only that). If cancelled, what was queued stays
+/// queued. `send`, `feed`, their prepared-frame forms and `send_all` of the handles. The
+/// first item is taken at the first poll, as the others are.
+///
+/// A plain future over [`Inner::poll_queue`] rather than an `async fn`: it holds the item
+/// and the iterator once (nested `async fn`s each kept their own copy), which keeps the tasks
+/// that await it small.
+pub(crate) fn queue<'a, S, A, I>(
+    mut access: A,
+    items: I,
+    flush: bool,
+) -> impl Future<Output = Result<(), Error>> + use<'a, S, A, I>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    A: Access<S>,
+    I: IntoIterator<Item = Outbound<'a>>,
+{
+    let mut items = items.into_iter();
+    let mut item = None;
+    let mut started = false;
+    poll_fn(move |cx| {
+        if !started {
+            started = true;
+            item = items.next();
+        }
+        access.state().poll_queue(cx, &mut item, &mut items, flush)
+    })
+}
+
+impl<S> Inner<S> {
+    pub(crate) fn close_frame(&self) -> Option<CloseFrame> {
+        self.conn.close_frame().cloned()
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.conn.role()
+    }
+
+    pub(crate) fn transport(&self) -> &S {
+        &self.stream
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
+    pub(crate) fn poll_recv_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        self.poll_recv(cx, Deliver::Messages).map(|next| {
             next.map(|result| {
                 result.map(|event| match event {
                     Event::Message(message) => message,
@@ -283,12 +360,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         })
     }
 
-    pub(crate) fn try_recv(&self) -> Option<Message> {
-        let mut inner = self.lock();
-        if !matches!(inner.phase, Phase::Open) {
+    pub(crate) fn try_recv(&mut self) -> Option<Message> {
+        if !matches!(self.phase, Phase::Open) {
             return None;
         }
-        match inner.next_event(Deliver::Messages)? {
+        match self.next_event(Deliver::Messages)? {
             Event::Message(message) => Some(message),
             // Deliver::Messages hands out nothing else.
             _ => unreachable!("next_event delivered a control event"),
@@ -296,117 +372,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     pub(crate) fn poll_recv_event(
-        &self,
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Event, Error>>> {
-        self.lock().poll_recv(cx, Deliver::Events)
-    }
-
-    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.lock().poll_ready(cx)
-    }
-
-    /// Queues each item of `items` in order, each after waiting for room; then, with `flush`,
-    /// writes everything queued (with no items, only that). If cancelled, what was queued
-    /// stays queued. `send`, `feed`, their prepared-frame forms and `send_all` of the
-    /// handles. The first item is taken at the first poll, as the others are.
-    ///
-    /// A plain future over [`poll_queue`](Self::poll_queue) rather than an `async fn`: it
-    /// holds the item and the iterator once (nested `async fn`s each kept their own copy),
-    /// which keeps the tasks that await it small.
-    pub(crate) fn queue<'s, 'a, I>(
-        &'s self,
-        items: I,
-        flush: bool,
-    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'a, I, S>
-    where
-        I: IntoIterator<Item = Outbound<'a>>,
-    {
-        let mut items = items.into_iter();
-        let mut item = None;
-        let mut started = false;
-        poll_fn(move |cx| {
-            if !started {
-                started = true;
-                item = items.next();
-            }
-            self.poll_queue(cx, &mut item, &mut items, flush)
-        })
+        self.poll_recv(cx, Deliver::Events)
     }
 
     /// Waits for room, queues `*item` (taking it) and then each item of `rest` the same way,
     /// then, with `flush`, writes everything queued: `feed`, `send`, their prepared-frame
-    /// forms and `send_all`, under one lock per poll instead of one per step. `*item` holds
-    /// the item waiting for room; once it is `None` everything was queued. `rest` runs
-    /// under the lock (documented on `send_all`).
+    /// forms and `send_all`, in one poll instead of one per step (and under one lock, for
+    /// split halves). `*item` holds the item waiting for room; once it is `None` everything
+    /// was queued. `rest` runs under the lock (documented on `send_all`).
     fn poll_queue<'a>(
-        &self,
+        &mut self,
         cx: &mut Context<'_>,
         item: &mut Option<Outbound<'a>>,
         rest: &mut impl Iterator<Item = Outbound<'a>>,
         flush: bool,
     ) -> Poll<Result<(), Error>> {
-        let mut inner = self.lock();
         while let Some(next) = item.take() {
-            if let waiting @ (Poll::Pending | Poll::Ready(Err(_))) = inner.poll_ready(cx) {
+            if let waiting @ (Poll::Pending | Poll::Ready(Err(_))) = self.poll_ready(cx) {
                 *item = Some(next); // still waiting for room (or not queued at all)
                 return waiting;
             }
             match next {
-                Outbound::Message(message) => inner.conn.send(message)?,
-                Outbound::Prepared(frame) => inner.conn.send_prepared(frame)?,
+                Outbound::Message(message) => self.conn.send(message)?,
+                Outbound::Prepared(frame) => self.conn.send_prepared(frame)?,
             }
             *item = rest.next();
         }
         if flush {
-            inner.poll_flush(cx)
+            self.poll_flush(cx)
         } else {
             Poll::Ready(Ok(()))
         }
     }
 
-    pub(crate) fn start_send(&self, message: Message) -> Result<(), Error> {
-        let mut inner = self.lock();
-        inner.check_send()?;
-        inner.conn.send(message)?;
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
+        self.check_send()?;
+        self.conn.send(message)?;
         Ok(())
     }
 
-    pub(crate) fn start_ping(&self, payload: Bytes) -> Result<(), Error> {
-        let mut inner = self.lock();
-        inner.check_send()?;
-        inner.conn.ping(payload)?;
+    pub(crate) fn start_ping(&mut self, payload: Bytes) -> Result<(), Error> {
+        self.check_send()?;
+        self.conn.ping(payload)?;
         Ok(())
-    }
-
-    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.lock().poll_flush(cx)
-    }
-
-    pub(crate) fn start_close(&self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        self.lock().start_close(frame)
-    }
-
-    /// Waits until the connection is finished. `drive_reads`: read (and discard messages)
-    /// ourselves; otherwise the reader half does it unless it was dropped.
-    pub(crate) fn poll_close(
-        &self,
-        cx: &mut Context<'_>,
-        drive_reads: bool,
-    ) -> Poll<Result<(), Error>> {
-        self.lock().poll_close(cx, drive_reads)
     }
 
     /// Gives up on the close handshake: best-effort shutdown, then finished.
-    pub(crate) fn abort(&self) {
-        let mut inner = self.lock();
-        if !matches!(inner.phase, Phase::Done) {
+    pub(crate) fn abort(&mut self) {
+        if !matches!(self.phase, Phase::Done) {
             let mut cx = Context::from_waker(Waker::noop());
-            if !inner.write_failed {
-                let _ = Pin::new(&mut inner.stream).poll_shutdown(&mut cx);
+            if !self.write_failed {
+                let _ = Pin::new(&mut self.stream).poll_shutdown(&mut cx);
             }
-            inner.end.get_or_insert(End::TimedOut);
-            inner.set_done();
+            self.end.get_or_insert(End::TimedOut);
+            self.set_done();
         }
     }
 }
@@ -434,7 +456,7 @@ impl<S> Inner<S> {
     }
 
     /// Bytes waiting for the transport.
-    fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.conn.pending_transmit_len() + self.out.len()
     }
 }
@@ -839,7 +861,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             if matches!(self.phase, Phase::Open) && !self.write_failed && !self.conn.can_send() {
                 // Our close reply (or close frame) may still be queued. Callers often drop
@@ -854,7 +876,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if matches!(self.phase, Phase::Done) {
             return Poll::Ready(if self.queued() == 0 {
                 Ok(())
@@ -870,7 +892,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         Poll::Ready(Ok(()))
     }
 
-    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+    pub(crate) fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         if !matches!(self.phase, Phase::Open)
             || self.conn.is_closing()
             || self.conn.is_closed()
@@ -883,7 +905,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         Ok(())
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>, drive_reads: bool) -> Poll<Result<(), Error>> {
+    pub(crate) fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        drive_reads: bool,
+    ) -> Poll<Result<(), Error>> {
         loop {
             if let Phase::Done = self.phase {
                 return Poll::Ready(match self.end {

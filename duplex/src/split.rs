@@ -1,7 +1,7 @@
 //! The halves of a split [`WebSocket`](crate::WebSocket).
 
 use crate::config::WebSocketConfig;
-use crate::driver::{Outbound, Shared};
+use crate::driver::{queue, Outbound, Shared};
 use crate::error::Error;
 use crate::websocket::{close_with_deadline, WebSocket};
 use bytes::Bytes;
@@ -62,12 +62,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.shared.poll_recv(cx)).await
+        poll_fn(|cx| self.shared.lock().poll_recv_message(cx)).await
     }
 
     /// A message that has already arrived, without waiting; see [`WebSocket::try_recv`].
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.shared.try_recv()
+        self.shared.lock().try_recv()
     }
 
     /// Receives the next message or control frame (pings, pongs, the peer's close frame);
@@ -79,17 +79,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
-        poll_fn(|cx| self.shared.poll_recv_event(cx)).await
+        poll_fn(|cx| self.shared.lock().poll_recv_event(cx)).await
     }
 
     /// The peer's close frame, once received.
     pub fn close_frame(&self) -> Option<CloseFrame> {
-        self.shared.close_frame()
+        self.shared.lock().close_frame()
     }
 
     /// Whether the connection is finished.
     pub fn is_closed(&self) -> bool {
-        self.shared.is_finished()
+        self.shared.lock().is_finished()
     }
 
     /// Whether `writer` is the other half of this reader.
@@ -108,9 +108,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
         // Dropping the reader marks it gone; the reunited socket reads again itself.
         drop(self);
         writer.shared.reader_back();
+        let WsWriter { shared, config } = writer;
+        // The writer now holds the only reference (the reader's is gone and the halves
+        // hand theirs to no one), so the state comes back to one owner.
+        let shared = Arc::try_unwrap(shared)
+            .unwrap_or_else(|_| unreachable!("the halves of a socket are its only owners"));
         Ok(WebSocket {
-            shared: writer.shared,
-            config: writer.config,
+            shared: Box::new(shared),
+            config,
         })
     }
 }
@@ -128,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.shared.queue([Outbound::Message(message)], true).await
+        queue(&*self.shared, [Outbound::Message(message)], true).await
     }
 
     /// Queues a message without flushing; see [`WebSocket::feed`].
@@ -139,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        self.shared.queue([Outbound::Message(message)], false).await
+        queue(&*self.shared, [Outbound::Message(message)], false).await
     }
 
     /// Queues a prepared frame and flushes; see [`WebSocket::send_prepared`].
@@ -147,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Errors
     /// As [`WebSocket::send`].
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        self.shared.queue([Outbound::Prepared(frame)], true).await
+        queue(&*self.shared, [Outbound::Prepared(frame)], true).await
     }
 
     /// Queues a batch and flushes it; see [`WebSocket::send_all`]. The iterator runs while
@@ -163,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     where
         I: IntoIterator<Item = Outbound<'a>>,
     {
-        self.shared.queue(items, true)
+        queue(&*self.shared, items, true)
     }
 
     /// Writes everything queued; see [`WebSocket::flush`].
@@ -174,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_flush(cx)).await
+        poll_fn(|cx| self.shared.lock().poll_flush(cx)).await
     }
 
     /// Sends a ping; see [`WebSocket::ping`].
@@ -182,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// # Errors
     /// As [`WebSocket::ping`].
     pub async fn ping(&mut self, payload: Bytes) -> Result<(), Error> {
-        self.shared.start_ping(payload)?;
+        self.shared.lock().start_ping(payload)?;
         self.flush().await
     }
 
@@ -195,18 +200,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// As [`WebSocket::close`].
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.shared
+            .lock()
             .start_close(Some(CloseFrame::new(code, reason)))?;
         close_with_deadline(&self.shared, &self.config, false).await
     }
 
     /// Whether the connection is finished.
     pub fn is_closed(&self) -> bool {
-        self.shared.is_finished()
+        self.shared.lock().is_finished()
     }
 
     /// Bytes queued for the transport.
     pub fn buffered_amount(&self) -> usize {
-        self.shared.queued()
+        self.shared.lock().queued()
     }
 }
 
@@ -214,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsReader<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.shared.poll_recv(cx)
+        self.shared.lock().poll_recv_message(cx)
     }
 }
 
@@ -222,21 +228,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsWriter<S> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared.poll_ready(cx)
+        self.shared.lock().poll_ready(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        self.shared.start_send(item)
+        self.shared.lock().start_send(item)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared.poll_flush(cx)
+        self.shared.lock().poll_flush(cx)
     }
 
     /// Sends a `1000` close frame and waits as [`WsWriter::close`] does.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared
+            .lock()
             .start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
-        self.shared.poll_close(cx, false)
+        self.shared.lock().poll_close(cx, false)
     }
 }

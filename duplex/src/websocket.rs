@@ -1,7 +1,7 @@
 //! [`WebSocket`]: a connection over any tokio byte stream.
 
 use crate::config::WebSocketConfig;
-use crate::driver::{Outbound, Shared};
+use crate::driver::{queue, Outbound, Shared};
 use crate::error::Error;
 use crate::split::{WsReader, WsWriter};
 use bytes::Bytes;
@@ -27,14 +27,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// queues without writing, [`flush`](Self::flush) writes everything queued in as few system
 /// calls as the transport allows (one vectored write when it supports them).
 pub struct WebSocket<S> {
-    pub(crate) shared: Arc<Shared<S>>,
+    /// Owned alone, so no lock is taken (see `Shared::get_mut`); shared by the halves
+    /// once split.
+    pub(crate) shared: Box<Shared<S>>,
     pub(crate) config: Arc<WebSocketConfig>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
-            .field("role", &self.shared.role())
+            .field("role", &self.shared.lock().role())
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +78,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             conn.handle_bytes(leftover).err()
         };
         Self {
-            shared: Shared::new(stream, conn, Arc::clone(&config), pending_error),
+            shared: Box::new(Shared::new(
+                stream,
+                conn,
+                Arc::clone(&config),
+                pending_error,
+            )),
             config,
         }
     }
@@ -98,7 +105,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// [`ProtocolError::AbnormalClosure`]: duplex_proto::ProtocolError::AbnormalClosure
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.shared.poll_recv(cx)).await
+        let inner = self.shared.get_mut();
+        poll_fn(|cx| inner.poll_recv_message(cx)).await
     }
 
     /// A message that has already arrived, without waiting and without reading from the
@@ -125,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Ok(()) }
     /// ```
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.shared.try_recv()
+        self.shared.get_mut().try_recv()
     }
 
     /// Receives the next message or control frame: as [`recv`](Self::recv), but also
@@ -142,7 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: an event is only taken from the connection when it is returned.
     pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
-        poll_fn(|cx| self.shared.poll_recv_event(cx)).await
+        let inner = self.shared.get_mut();
+        poll_fn(|cx| inner.poll_recv_event(cx)).await
     }
 
     /// Sends a message and flushes it (and anything fed before it).
@@ -158,7 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// If cancelled while waiting for room, nothing was queued; if cancelled while flushing,
     /// the message is queued and goes out with the next flush or receive.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.shared.queue([Outbound::Message(message)], true).await
+        queue(self.shared.get_mut(), [Outbound::Message(message)], true).await
     }
 
     /// Queues a message without flushing; waits only while the queue is above the high-water
@@ -170,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the message is queued only when the future completes.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        self.shared.queue([Outbound::Message(message)], false).await
+        queue(self.shared.get_mut(), [Outbound::Message(message)], false).await
     }
 
     /// Queues a frame prepared once for many connections (fan-out) and flushes it.
@@ -178,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send).
     pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        self.shared.queue([Outbound::Prepared(frame)], true).await
+        queue(self.shared.get_mut(), [Outbound::Prepared(frame)], true).await
     }
 
     /// Queues a prepared frame without flushing; waits only while the queue is above the
@@ -190,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: the frame is queued only when the future completes.
     pub async fn feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
-        self.shared.queue([Outbound::Prepared(frame)], false).await
+        queue(self.shared.get_mut(), [Outbound::Prepared(frame)], false).await
     }
 
     /// Queues every item of `items` in order, each after waiting for room as
@@ -231,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     where
         I: IntoIterator<Item = Outbound<'a>>,
     {
-        self.shared.queue(items, true)
+        queue(self.shared.get_mut(), items, true)
     }
 
     /// Writes everything queued.
@@ -243,7 +252,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Cancel safety
     /// Cancel safe: what was not written stays queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_flush(cx)).await
+        let inner = self.shared.get_mut();
+        poll_fn(|cx| inner.poll_flush(cx)).await
     }
 
     /// Sends a ping (at most 125 bytes of payload) and flushes it. The pong counts as
@@ -253,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send); [`Error::Send`] for a payload over 125 bytes.
     pub async fn ping(&mut self, payload: Bytes) -> Result<(), Error> {
-        self.shared.start_ping(payload)?;
+        self.shared.get_mut().start_ping(payload)?;
         self.flush().await
     }
 
@@ -269,6 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// anyway), or the error that ended the connection.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.shared
+            .get_mut()
             .start_close(Some(CloseFrame::new(code, reason)))?;
         close_with_deadline(&self.shared, &self.config, true).await
     }
@@ -279,30 +290,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// writer's [`close`](WsWriter::close) relies on the reader to see the peer's close frame
     /// (or reads itself once the reader is dropped).
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        let shared: Arc<Shared<S>> = Arc::from(self.shared);
         (
-            WsReader::new(Arc::clone(&self.shared)),
-            WsWriter::new(self.shared, self.config),
+            WsReader::new(Arc::clone(&shared)),
+            WsWriter::new(shared, self.config),
         )
     }
 
     /// The peer's close frame, once received (`None` also when it carried no status code).
     pub fn close_frame(&self) -> Option<CloseFrame> {
-        self.shared.close_frame()
+        self.shared.lock().close_frame()
     }
 
     /// Whether the connection is finished (closed, failed or timed out).
     pub fn is_closed(&self) -> bool {
-        self.shared.is_finished()
+        self.shared.lock().is_finished()
     }
 
     /// Bytes queued for the transport.
     pub fn buffered_amount(&self) -> usize {
-        self.shared.queued()
+        self.shared.lock().queued()
     }
 
     /// This side's role.
     pub fn role(&self) -> Role {
-        self.shared.role()
+        self.shared.lock().role()
     }
 
     /// The configuration this connection runs with.
@@ -316,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// the connection's read registration, and its reads would wait for a wake-up that
     /// never comes (see [`from_raw`](Self::from_raw)).
     pub fn with_transport<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        self.shared.with_transport(f)
+        f(self.shared.lock().transport())
     }
 }
 
@@ -327,11 +339,11 @@ pub(crate) async fn close_with_deadline<S: AsyncRead + AsyncWrite + Unpin>(
     config: &WebSocketConfig,
     drive_reads: bool,
 ) -> Result<(), Error> {
-    let wait = poll_fn(|cx| shared.poll_close(cx, drive_reads));
+    let wait = poll_fn(|cx| shared.lock().poll_close(cx, drive_reads));
     match tokio::time::timeout(config.close_timeout.saturating_mul(2), wait).await {
         Ok(result) => result,
         Err(_) => {
-            shared.abort();
+            shared.lock().abort();
             Err(Error::Timeout(crate::driver::CLOSE_TIMEOUT))
         }
     }
@@ -340,31 +352,31 @@ pub(crate) async fn close_with_deadline<S: AsyncRead + AsyncWrite + Unpin>(
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
     type Item = Result<Message, Error>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.shared.poll_recv(cx)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.shared.get_mut().poll_recv_message(cx)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     type Error = Error;
 
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared.poll_ready(cx)
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.get_mut().poll_ready(cx)
     }
 
-    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        self.shared.start_send(item)
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.shared.get_mut().start_send(item)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared.poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.get_mut().poll_flush(cx)
     }
 
     /// Sends a `1000` close frame, then completes the close handshake as
     /// [`WebSocket::close`] does (bounded by the driver's close timer).
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared
-            .start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
-        self.shared.poll_close(cx, true)
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let inner = self.shared.get_mut();
+        inner.start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        inner.poll_close(cx, true)
     }
 }

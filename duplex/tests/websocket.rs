@@ -336,6 +336,70 @@ async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
 }
 
 #[tokio::test]
+async fn reunited_halves_are_one_socket_again() {
+    bounded(async {
+        let (first, url) = listener().await;
+        let connect = tokio::spawn(async move { duplex::connect(&url).await.unwrap() });
+        let mut peer = RawPeer::accept(&first).await;
+        let (ws, _response) = connect.await.unwrap();
+        let (mut reader, mut writer) = ws.split();
+        writer.send(Message::text("from the writer")).await.unwrap();
+        assert_eq!(
+            peer.next_event().await,
+            Some(Event::Message(Message::text("from the writer")))
+        );
+        peer.conn.send(Message::text("to the reader")).unwrap();
+        peer.flush().await;
+        assert_eq!(
+            reader.recv().await.transpose().unwrap(),
+            Some(Message::text("to the reader"))
+        );
+
+        // Halves of another connection are refused, and given back intact.
+        let (other_listener, other_url) = listener().await;
+        let other = tokio::spawn(async move { duplex::connect(&other_url).await.unwrap() });
+        let _other_peer = RawPeer::accept(&other_listener).await;
+        let (other_reader, other_writer) = other.await.unwrap().0.split();
+        let (reader, other_writer) = match reader.reunite(other_writer) {
+            Err(halves) => halves,
+            Ok(_) => panic!("halves of two connections were reunited"),
+        };
+        drop((other_reader, other_writer));
+
+        // The reunited socket owns its state alone again: it reads (and answers a ping)
+        // and sends by itself.
+        let mut ws = reader
+            .reunite(writer)
+            .expect("the two halves of one socket");
+        peer.conn.ping(Bytes::from_static(b"still one")).unwrap();
+        peer.conn
+            .send(Message::binary(&b"after the ping"[..]))
+            .unwrap();
+        peer.flush().await;
+        assert_eq!(
+            ws.recv().await.transpose().unwrap(),
+            Some(Message::binary(&b"after the ping"[..]))
+        );
+        // The pong was queued by that recv and goes out with the next write.
+        ws.send(Message::text("reunited")).await.unwrap();
+        assert_eq!(
+            peer.next_event().await,
+            Some(Event::Pong(Bytes::from_static(b"still one")))
+        );
+        assert_eq!(
+            peer.next_event().await,
+            Some(Event::Message(Message::text("reunited")))
+        );
+        let closing = tokio::spawn(async move { ws.close(CloseCode::NORMAL, "bye").await });
+        assert!(matches!(peer.next_event().await, Some(Event::Close(_))));
+        peer.flush().await; // the core queued the close reply
+        peer.tcp.shutdown().await.unwrap();
+        closing.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn split_halves_waiting_on_a_full_socket_are_both_woken() {
     bounded(async {
         // A 1 KiB pipe: the writer's message fills it, then the reader's pong waits behind.
