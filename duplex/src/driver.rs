@@ -382,7 +382,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// then, with `flush`, writes everything queued: `feed`, `send`, their prepared-frame
     /// forms and `send_all`, in one poll instead of one per step (and under one lock, for
     /// split halves). `*item` holds the item waiting for room; once it is `None` everything
-    /// was queued. `rest` runs under the lock (documented on `send_all`).
+    /// was queued. For split halves, `rest` runs under the lock (documented on
+    /// [`WsWriter::send_all`](crate::WsWriter::send_all)).
     fn poll_queue<'a>(
         &mut self,
         cx: &mut Context<'_>,
@@ -1025,8 +1026,8 @@ mod tests {
         inner.out.capacity() + inner.conn.read_buffer().capacity()
     }
 
-    /// Every connection, idle ones included, holds this state (plus the `Arc`'s 16 bytes):
-    /// rare parts are boxed so it stays small. The read signal's pointer and parked flag
+    /// Every connection, idle ones included, holds this state (in a `Box`; in an `Arc`, 16
+    /// bytes more, once split): rare parts are boxed so it stays small. The read signal's pointer and parked flag
     /// took it from 496 to 504 bytes (the signal itself, 48 bytes with its `Arc`, is only
     /// allocated once the connection has been read).
     #[test]

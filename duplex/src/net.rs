@@ -12,11 +12,12 @@ use tokio::net::TcpListener;
 /// `wait` for it (Linux's `TCP_DEFER_ACCEPT`, nginx's `deferred`, HAProxy's `defer-accept`).
 ///
 /// What it saves: the server is woken once per connection, for the request, instead of once
-/// for the connection and again for its request; and a connection that never sends anything
-/// (a port scan, a load balancer's TCP-only health check) is never accepted at all. On the
-/// handshake benchmark it took 7–12 % off the server's CPU per handshake (docs/performance.md,
-/// eighth pass). A client silent for longer than `wait` is accepted with its next
-/// acknowledgement and then meets the server's own handshake timeout, as without this option.
+/// for the connection and again for its request; and a connection that sends nothing (a
+/// port scan, a load balancer's TCP-only health check) is not accepted while it stays silent:
+/// one that closes within `wait` is accepted only to read its end, and one silent for longer
+/// is accepted with its next acknowledgement and then meets the server's own handshake
+/// timeout, as without this option. On the handshake benchmark it took 7–12 % off the
+/// server's CPU per handshake (docs/performance.md, eighth pass).
 ///
 /// Only for protocols where the client speaks first, as WebSocket's does. The kernel keeps
 /// `wait` in whole seconds (rounded up, at least one).
@@ -24,9 +25,12 @@ use tokio::net::TcpListener;
 /// # Errors
 /// The `setsockopt` error. On systems other than Linux this does nothing and returns `Ok`.
 pub fn defer_accept(listener: &TcpListener, wait: Duration) -> io::Result<()> {
-    let secs = i32::try_from(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-        .unwrap_or(i32::MAX)
-        .max(1);
+    let secs = i32::try_from(
+        wait.as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0)),
+    )
+    .unwrap_or(i32::MAX)
+    .max(1);
     sys::set_defer_accept(listener, secs)
 }
 

@@ -191,7 +191,8 @@ where
 /// Parses and checks the request, lets `callback` look at it, and writes the `101`. Apart
 /// from `answer` so that the request and the extra headers are gone before it awaits the
 /// write: a future keeps every local that lives across an await, and this one is boxed per
-/// connection (under 1 KiB, glibc serves it from its per-thread cache).
+/// connection (under 1 KiB, glibc, the default allocator, serves it from its per-thread
+/// cache).
 fn respond<F>(
     head: &[u8],
     config: &Config,

@@ -202,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
         self.shared
             .lock()
             .start_close(Some(CloseFrame::new(code, reason)))?;
-        close_with_deadline(&self.shared, &self.config, false).await
+        close_with_deadline(&*self.shared, &self.config, false).await
     }
 
     /// Whether the connection is finished.

@@ -1,7 +1,7 @@
 //! [`WebSocket`]: a connection over any tokio byte stream.
 
 use crate::config::WebSocketConfig;
-use crate::driver::{queue, Outbound, Shared};
+use crate::driver::{queue, Access, Outbound, Shared};
 use crate::error::Error;
 use crate::split::{WsReader, WsWriter};
 use bytes::Bytes;
@@ -204,13 +204,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Queues every item of `items` in order, each after waiting for room as
     /// [`feed`](Self::feed) does, then flushes them: a batch (say, what a fan-out queue
-    /// holds for this connection) costs one lock of the connection per poll instead of one
-    /// per message. The iterator runs at most one item ahead of what is queued, so a slow
-    /// peer holds back the producing of the rest. An empty batch is a
-    /// [`flush`](Self::flush).
-    ///
-    /// The iterator runs while the connection is locked: it must not use this connection
-    /// (a [`WsReader`]'s `try_recv`, `is_closed` or `close_frame` would deadlock).
+    /// holds for this connection) is queued in one poll instead of one per message. The
+    /// iterator runs at most one item ahead of what is queued, so a slow peer holds back the
+    /// producing of the rest. An empty batch is a [`flush`](Self::flush).
     ///
     /// # Errors
     /// As [`send`](Self::send); on an error the items not yet queued are dropped.
@@ -278,10 +274,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// [`Error::Timeout`] when the peer did not answer in time (the transport is shut down
     /// anyway), or the error that ended the connection.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.shared
-            .get_mut()
-            .start_close(Some(CloseFrame::new(code, reason)))?;
-        close_with_deadline(&self.shared, &self.config, true).await
+        let inner = self.shared.get_mut();
+        inner.start_close(Some(CloseFrame::new(code, reason)))?;
+        close_with_deadline(inner, &self.config, true).await
     }
 
     /// Splits into a reader and a writer that may be used from different tasks.
@@ -335,15 +330,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 /// Drives the end of a close handshake, bounded by twice the close timeout (the driver's own
 /// timers normally end it after one).
 pub(crate) async fn close_with_deadline<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared<S>,
+    mut access: impl Access<S>,
     config: &WebSocketConfig,
     drive_reads: bool,
 ) -> Result<(), Error> {
-    let wait = poll_fn(|cx| shared.lock().poll_close(cx, drive_reads));
-    match tokio::time::timeout(config.close_timeout.saturating_mul(2), wait).await {
+    let wait = poll_fn(|cx| access.state().poll_close(cx, drive_reads));
+    let result = tokio::time::timeout(config.close_timeout.saturating_mul(2), wait).await;
+    match result {
         Ok(result) => result,
         Err(_) => {
-            shared.lock().abort();
+            access.state().abort();
             Err(Error::Timeout(crate::driver::CLOSE_TIMEOUT))
         }
     }

@@ -454,6 +454,22 @@ mod tests {
     use http::header::ORIGIN;
     use proptest::prelude::*;
 
+    #[test]
+    fn response_values_survive_the_buffer_they_were_parsed_from() {
+        let mut bytes = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x00"
+            .to_vec();
+        let response = parse_response(&bytes, &Config::default()).unwrap();
+        bytes.fill(b'!');
+        drop(bytes);
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(
+            response.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(response.headers()["upgrade"], "websocket");
+    }
+
     fn client(uri: &str) -> ClientHandshake {
         ClientHandshake::new(&uri.parse().unwrap(), &Config::default()).unwrap()
     }

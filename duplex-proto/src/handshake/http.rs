@@ -175,7 +175,13 @@ impl<'a> SharedHead<'a> {
 
     /// The copy of `part`, a slice httparse returned into the parsed head.
     pub(crate) fn slice(&self, part: &[u8]) -> Bytes {
-        let start = part.as_ptr().addr() - self.parsed.as_ptr().addr();
+        let base = self.parsed.as_ptr().addr();
+        debug_assert!(
+            part.as_ptr().addr() >= base
+                && part.as_ptr().addr() + part.len() <= base + self.copy.len(),
+            "not a slice of the parsed head"
+        );
+        let start = part.as_ptr().addr() - base;
         self.copy.slice(start..start + part.len())
     }
 
@@ -376,6 +382,34 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(found, bytewise_end(&bytes));
+        }
+
+        #[test]
+        fn a_head_longer_than_the_limit_is_refused_however_split(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(&b"\n\r\na:"[..]), 0..48),
+            cuts in proptest::collection::vec(0usize..48, 0..4),
+            max in 1usize..48,
+        ) {
+            let config = Config::default().with_max_header_bytes(max);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            cuts.push(bytes.len());
+            let mut reader = HeadReader::new();
+            let mut outcome = Ok(None);
+            for cut in cuts {
+                outcome = reader.poll(&bytes[..cut], &config).map_err(|e| e.status());
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            // Only the first `max` bytes count; past them without an end, 431.
+            let expected = match bytewise_end(&bytes[..bytes.len().min(max)]) {
+                Some(len) => Ok(Some(len)),
+                None if bytes.len() >= max => Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+                None => Ok(None),
+            };
+            proptest::prop_assert_eq!(outcome, expected);
         }
     }
 

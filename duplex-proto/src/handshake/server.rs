@@ -19,6 +19,10 @@ use crate::deflate::{self, DeflateParams};
 /// Parses a request head (found with [`HeadReader`](super::HeadReader)) into an
 /// [`http::Request`] for [`accept`]. Bytes after the head are ignored.
 ///
+/// The request target and the header values share one copy of the head (at most
+/// [`Config::max_header_bytes`]), as hyper's do: a value cloned out of the request keeps
+/// that copy alive; copy the bytes of one kept for a long time.
+///
 /// # Errors
 /// * `431 Request Header Fields Too Large` with more than [`Config::max_headers`] headers or a
 ///   head longer than [`Config::max_header_bytes`];
@@ -662,6 +666,14 @@ mod tests {
         let config = Config::default().with_max_headers(count - 1);
         let err = parse_request(&head(&lines), &config).unwrap_err();
         assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn an_empty_last_value_is_kept_empty() {
+        let mut lines = MINIMAL.to_vec();
+        lines.push("X-Empty:   ");
+        let request = parse_request(&head(&lines), &Config::default()).unwrap();
+        assert_eq!(request.headers()["x-empty"], "");
     }
 
     #[test]

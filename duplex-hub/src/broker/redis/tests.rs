@@ -289,15 +289,22 @@ pub(crate) struct RedisCluster {
     tls: Option<Certificates>,
 }
 
-/// A port free now, with its cluster bus port (+10,000) free too; both below Linux's
-/// ephemeral range (32768 and up), so no outgoing connection of another test takes one
-/// before redis-server binds it. Another test can still pick the same port: `start_with`
-/// retries then.
+/// A port free now, with its cluster bus port (+10,000) free too: node ports in
+/// 10,000-19,999 and bus ports in 20,000-29,999, so the two never overlap, and both below
+/// Linux's ephemeral range (32768 and up), so no outgoing connection takes one before
+/// redis-server binds it. Ports handed out are remembered for the test process, so two
+/// clusters starting at once never pick the same one; `start_with` still retries if a node
+/// cannot bind.
 fn free_pair() -> u16 {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = 10_000 + rand::random::<u16>() % 12_000;
+        let port = 10_000 + rand::random::<u16>() % 10_000;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 10_000) {
+        let mut taken = TAKEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !taken.contains(&port) && free(port) && free(port + 10_000) {
+            taken.push(port);
             return port;
         }
     }
@@ -384,6 +391,15 @@ impl RedisCluster {
                 assert!(Instant::now() < deadline, "redis-server did not start");
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        // A node that could not bind its bus port exits a little later.
+        std::thread::sleep(Duration::from_millis(50));
+        if cluster
+            .children
+            .iter_mut()
+            .any(|child| matches!(child.try_wait(), Ok(Some(_))))
+        {
+            return None;
         }
         let mut create = cluster.tls_args();
         create.extend(["--cluster".to_owned(), "create".to_owned()]);
