@@ -32,12 +32,13 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# and Chromium already installed, 2026-12-07, commit ed46d0b, on the VM's newer
-# Intel host): setup 6 s, fmt 0 s, clippy 56 s, doc 16 s, test 120 s, release
-# build 202 s, fuzz smoke 80 s, Autobahn server role 226 s, client role 159 s,
-# interop 52 s, scaleout 52 s, browser 29 s; 17 min in all (27 min on 2026-11-22 on
-# the older AMD host; the Autobahn server role has varied from 326 s to 412 s
-# between runs of nearly the same code there: the machine is shared).
+# and Chromium already installed, 2026-12-07, commit b71c644, on the VM's newer
+# Intel host): setup 8 s, fmt 0 s, clippy 77 s, doc 21 s, test 148 s, release
+# build 225 s, fuzz smoke 82 s, Autobahn server role 242 s, client role 164 s,
+# interop 55 s, scaleout 53 s, browser 30 s; 18.5 min in all (17 min for ed46d0b
+# the same morning, 27 min on 2026-11-22 on the older AMD host; the Autobahn server
+# role has varied from 326 s to 412 s between runs of nearly the same code there:
+# the machine is shared).
 # Autobahn's 12.x/13.x permessage-deflate cases are most of its time, and most
 # of that is kosoku's own CPU (it runs 4 cases at a time, the client role in 3
 # parts side by side). The release build is mostly compiling dependencies: a
