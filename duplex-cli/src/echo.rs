@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -63,13 +63,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     };
     // Listen for signals before saying we are ready, so an early SIGTERM is not lost.
     let mut stop = Signals::new()?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    // Clients speak first: accept a connection once its request is in (one wake-up, not two).
-    if let Err(error) = duplex::net::defer_accept(&listener, crate::DEFER_ACCEPT) {
-        warn!(%error, "TCP_DEFER_ACCEPT is not available; accepting connections at once");
-    }
+    let listener = crate::listen(args.listen).await?;
     let local = listener.local_addr()?;
     eprintln!("listening on {local}");
     info!(

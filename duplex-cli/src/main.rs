@@ -30,6 +30,19 @@ use tracing_subscriber::EnvFilter;
 /// meets the handshake timeout.
 const DEFER_ACCEPT: Duration = Duration::from_secs(1);
 
+/// The listener of `serve` and `echo`. Clients speak first, so a connection is accepted once
+/// its request is in (one wake-up, not two).
+async fn listen(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    if let Err(error) = duplex::net::defer_accept(&listener, DEFER_ACCEPT) {
+        tracing::warn!(%error, "TCP_DEFER_ACCEPT is not available; accepting connections at once");
+    }
+    Ok(listener)
+}
+
 /// WebSocket tools built on duplex.
 #[derive(Debug, Parser)]
 #[command(

@@ -10,8 +10,7 @@ use duplex_hub::{MemoryBroker, Node, Settings};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// Flags of `duplex serve`. Each setting also comes from the TOML file (`--config`) and from
 /// `DUPLEX__*` variables; precedence: file < `DUPLEX__*` < flags (and their `DUPLEX_*`
@@ -176,13 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)
         .context("invalid configuration")?;
     let mut stop = Signals::new()?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    // Clients speak first: accept a connection once its request is in (one wake-up, not two).
-    if let Err(error) = duplex::net::defer_accept(&listener, crate::DEFER_ACCEPT) {
-        warn!(%error, "TCP_DEFER_ACCEPT is not available; accepting connections at once");
-    }
+    let listener = crate::listen(settings.listen).await?;
     let local = listener.local_addr()?;
     let tls = settings.tls.is_some();
     let (broker, broker_kind): (Arc<dyn Broker>, &str) = match &settings.broker.url {

@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{bounded, echo, listener, RawPeer};
+use common::{bounded, client_and_peer, echo, listener, RawPeer};
 use duplex::{
     ClientBuilder, CloseCode, CloseFrame, Error, Message, ProtocolError, Role, ServerBuilder,
     WebSocket, WebSocketConfig,
@@ -290,10 +290,7 @@ async fn a_server_that_keeps_sending_after_the_close_does_not_hold_the_client() 
 #[tokio::test]
 async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
     bounded(async {
-        let (listener, url) = listener().await;
-        let connect = tokio::spawn(async move { duplex::connect(&url).await.unwrap() });
-        let mut peer = RawPeer::accept(&listener).await;
-        let (ws, _response) = connect.await.unwrap();
+        let (ws, mut peer) = client_and_peer().await;
         let (mut reader, mut writer) = ws.split();
         let reader_task = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -338,10 +335,7 @@ async fn ping_is_answered_while_split_halves_live_in_other_tasks() {
 #[tokio::test]
 async fn reunited_halves_are_one_socket_again() {
     bounded(async {
-        let (first, url) = listener().await;
-        let connect = tokio::spawn(async move { duplex::connect(&url).await.unwrap() });
-        let mut peer = RawPeer::accept(&first).await;
-        let (ws, _response) = connect.await.unwrap();
+        let (ws, mut peer) = client_and_peer().await;
         let (mut reader, mut writer) = ws.split();
         writer.send(Message::text("from the writer")).await.unwrap();
         assert_eq!(
@@ -356,10 +350,8 @@ async fn reunited_halves_are_one_socket_again() {
         );
 
         // Halves of another connection are refused, and given back intact.
-        let (other_listener, other_url) = listener().await;
-        let other = tokio::spawn(async move { duplex::connect(&other_url).await.unwrap() });
-        let _other_peer = RawPeer::accept(&other_listener).await;
-        let (other_reader, other_writer) = other.await.unwrap().0.split();
+        let (other, _other_peer) = client_and_peer().await;
+        let (other_reader, other_writer) = other.split();
         let (reader, other_writer) = match reader.reunite(other_writer) {
             Err(halves) => halves,
             Ok(_) => panic!("halves of two connections were reunited"),

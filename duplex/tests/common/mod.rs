@@ -42,6 +42,15 @@ pub struct RawPeer {
     pub buf: BytesMut,
 }
 
+/// A duplex client connected to a fresh [`RawPeer`] on loopback.
+pub async fn client_and_peer() -> (duplex::WebSocket<duplex::MaybeTlsStream>, RawPeer) {
+    let (listener, url) = listener().await;
+    let connect = tokio::spawn(async move { duplex::connect(&url).await.unwrap() });
+    let peer = RawPeer::accept(&listener).await;
+    let (ws, _response) = connect.await.unwrap();
+    (ws, peer)
+}
+
 impl RawPeer {
     /// Accepts one client on `listener`, without extensions.
     pub async fn accept(listener: &TcpListener) -> Self {
