@@ -17,7 +17,8 @@
 //!   wait for the server's FIN (against `raw_tcp --close`: the server closes first, as a
 //!   WebSocket server does, so neither side's TIME_WAITs differ);
 //! * `idle -c N [--hold T]`: open N connections and hold them; with `--server-pid`, the
-//!   server's resident memory (`VmRSS`) before the first and after the last;
+//!   server's resident memory (`VmRSS`) before the first and after the last, the first
+//!   read with 64 warm-up connections open (they stay open to the end);
 //! * `fanout -c N [--window W] [--dialect raw|rooms|v1]`: N subscribers and one publisher
 //!   sending 100-byte messages (sequence number and send time inside), at most W
 //!   publications not yet delivered to every subscriber; every subscriber must receive
@@ -1371,6 +1372,15 @@ async fn run(opts: Arc<Opts>) -> (String, u64) {
             window
         }
         Mode::Idle => {
+            // The baseline is a warm server: [`RAMP`] connections, opened as the measured
+            // ones are, stay open through the run, so the code pages, per-thread pools and
+            // allocator arenas that any first connections bring in are in the baseline and
+            // the figure is what each further connection adds.
+            let warm = match open_many(&dialer, RAMP).await {
+                Ok(conns) => conns,
+                Err(error) => return (failed(&opts, &error), 1),
+            };
+            tokio::time::sleep(opts.hold).await;
             let before = opts.server_pid.and_then(rss_kib);
             let started = Instant::now();
             let conns = match open_many(&dialer, opts.conns).await {
@@ -1387,6 +1397,7 @@ async fn run(opts: Arc<Opts>) -> (String, u64) {
                 );
             }
             drop(conns);
+            drop(warm);
             Window {
                 secs: 0.0,
                 ticks: None,
