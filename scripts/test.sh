@@ -122,6 +122,7 @@ step_setup() {
     # Debian packages, only those whose command is missing.
     command -v openssl >/dev/null || missing+=(openssl)
     command -v c++ >/dev/null || missing+=(g++) # libFuzzer (cargo fuzz) is C++
+    command -v make >/dev/null || missing+=(make) # jemalloc, the duplex binary's allocator, builds with make
     command -v timeout >/dev/null || missing+=(coreutils)
     command -v cmp >/dev/null || missing+=(diffutils)
     command -v tmux >/dev/null || missing+=(tmux) # duplex connect's interactive-mode tests

@@ -5,11 +5,20 @@
 //! * `duplex connect URL` — a pipe between stdin/stdout and a WebSocket;
 //! * `duplex bench MODE URL` — a load generator that checks every answer.
 
-/// With `--features mimalloc`: mimalloc rather than the system's malloc. `duplex echo`'s idle
-/// connections are 10–16 % smaller with it (it packs the runtime's cache-line-aligned task
-/// and I/O records without padding them) and its messages take 9–11 % fewer instructions,
-/// but an idle raw-room member of `duplex serve` is 13–20 % larger, so it is not the
-/// default. Measured in docs/performance.md.
+/// jemalloc (the default feature `jemalloc`) rather than the system's malloc. tokio aligns its
+/// task cells and I/O records to 128 bytes; glibc serves those with `memalign`, which pads
+/// each and leaves the padding in fragments, where jemalloc's size classes are naturally
+/// aligned. With it, an idle `duplex echo` connection is about 20 % smaller and an idle hub
+/// member about 13 %, and a pipelined message takes about 11 % fewer instructions, a
+/// handshake 10 % and a fan-out delivery 3 % (docs/performance.md, ninth pass).
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// With `--features mimalloc`: mimalloc instead. `duplex echo`'s idle connections are smaller
+/// than with the system's malloc and its messages cheaper, but an idle raw-room member of
+/// `duplex serve` is 13–20 % larger, so it is not the default (docs/performance.md, second
+/// pass).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
