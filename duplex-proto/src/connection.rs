@@ -10,6 +10,7 @@ use crate::role::Role;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::IoSlice;
+use std::sync::Arc;
 
 mod events;
 mod outbuf;
@@ -86,8 +87,9 @@ struct Assembly {
 ///   briefly for the server to do so (RFC 6455 §7.1.1).
 pub struct Connection {
     role: Role,
-    config: Config,
-    deflate_params: Option<DeflateParams>,
+    /// Shared, when the caller shares it (see [`Connection::new`]): 8 bytes of each
+    /// connection's state instead of the whole `Config`.
+    config: Arc<Config>,
     codec: Option<Box<DeflateCodec>>,
     state: CloseState,
     failed: bool,
@@ -116,7 +118,7 @@ impl std::fmt::Debug for Connection {
             .field("role", &self.role)
             .field("state", &self.state)
             .field("failed", &self.failed)
-            .field("deflate", &self.deflate_params)
+            .field("deflate", &self.deflate())
             .field("buffered_in", &self.read.len())
             .field("pending_out", &self.out.len())
             .finish_non_exhaustive()
@@ -125,17 +127,25 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// A connection without extensions.
-    pub fn new(role: Role, config: Config) -> Self {
+    ///
+    /// `config` is a [`Config`] or an `Arc<Config>`: connections made from clones of one
+    /// `Arc` share one copy of it (a server holding many connections should).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>) -> Self {
         Self::with_deflate(role, config, None)
     }
 
     /// A connection with the permessage-deflate parameters negotiated in the handshake.
-    pub fn with_deflate(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
+    /// `config` as in [`Connection::new`].
+    pub fn with_deflate(
+        role: Role,
+        config: impl Into<Arc<Config>>,
+        deflate: Option<DeflateParams>,
+    ) -> Self {
+        let config = config.into();
         let level = config.deflate.as_ref().map_or(1, |d| d.compression_level);
         Self {
             role,
             codec: deflate.map(|p| Box::new(DeflateCodec::new(role, p, level))),
-            deflate_params: deflate,
             config,
             state: CloseState::Open,
             failed: false,
@@ -164,7 +174,7 @@ impl Connection {
 
     /// The negotiated permessage-deflate parameters, if any.
     pub fn deflate(&self) -> Option<DeflateParams> {
-        self.deflate_params
+        self.codec.as_ref().map(|codec| codec.params())
     }
 
     /// Feeds bytes read from the transport.

@@ -247,8 +247,11 @@ impl ClientBuilder {
         let mut buf = BytesMut::with_capacity(1024);
         let head_len = read_head(&mut stream, &mut buf, &self.config.proto).await?;
         let upgrade = handshake.handle_response(&buf[..head_len])?;
-        let conn =
-            Connection::with_deflate(Role::Client, self.config.proto.clone(), upgrade.deflate());
+        let conn = Connection::with_deflate(
+            Role::Client,
+            crate::config::shared_proto(&self.config.proto),
+            upgrade.deflate(),
+        );
         let ws = WebSocket::from_parts(
             stream,
             conn,

@@ -1,6 +1,7 @@
 //! [`WebSocketConfig`]: the core's limits plus what only a driver can decide (buffers, time).
 
 use duplex_proto::{Config, ConfigError};
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -50,6 +51,25 @@ impl Default for WebSocketConfig {
             idle_timeout: None,
         }
     }
+}
+
+/// `proto` as an `Arc` that the connections made with equal settings share, so each holds a
+/// pointer rather than a copy (64 bytes of every idle connection's state). The last one made
+/// is kept per thread, and a connection made with other settings gets its own.
+pub(crate) fn shared_proto(proto: &Config) -> Arc<Config> {
+    thread_local! {
+        static LAST: RefCell<Option<Arc<Config>>> = const { RefCell::new(None) };
+    }
+    LAST.try_with(|last| {
+        let mut last = last.try_borrow_mut().ok()?;
+        match &*last {
+            Some(shared) if **shared == *proto => Some(Arc::clone(shared)),
+            _ => Some(Arc::clone(last.insert(Arc::new(proto.clone())))),
+        }
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| Arc::new(proto.clone()))
 }
 
 /// The default configuration, made once and shared by the connections that keep it.

@@ -178,7 +178,11 @@ impl Future for PendingUpgrade {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx)).map_err(Error::Upgrade)?;
         let config = self.config.take().ok_or(Error::ConnectionClosed)?;
-        let conn = Connection::with_deflate(Role::Server, config.proto.clone(), self.deflate);
+        let conn = Connection::with_deflate(
+            Role::Server,
+            crate::config::shared_proto(&config.proto),
+            self.deflate,
+        );
         let (io, read_ahead) = take_transport(upgraded);
         Poll::Ready(Ok(WebSocket::from_parts(io, conn, config, &read_ahead)))
     }

@@ -160,7 +160,11 @@ impl ServerBuilder {
         let (head_len, upgrade) = tokio::time::timeout(self.handshake_timeout, handshake)
             .await
             .map_err(|_| Error::Timeout("opening handshake"))??;
-        let conn = Connection::with_deflate(Role::Server, proto.clone(), upgrade.deflate());
+        let conn = Connection::with_deflate(
+            Role::Server,
+            crate::config::shared_proto(proto),
+            upgrade.deflate(),
+        );
         Ok(WebSocket::from_parts(
             stream,
             conn,

@@ -52,7 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// still running inside `poll_write`, does not qualify), and nothing else may poll it
     /// for reading (see [`with_transport`](Self::with_transport)).
     pub fn from_raw(stream: S, role: Role, config: WebSocketConfig) -> Self {
-        let conn = Connection::new(role, config.proto.clone());
+        let conn = Connection::new(role, crate::config::shared_proto(&config.proto));
         Self::from_connection(stream, conn, config)
     }
 
