@@ -54,8 +54,8 @@ LOADGEN=$BIN/examples/loadgen
 
 # 10,000 subscribers: as many sockets in the load generator and in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" -lt 10100 ]; then
-    echo "open-file limit $(ulimit -n) < 10100: idle and fan-out run with fewer connections" >&2
+if [ "$(ulimit -n)" -lt 10200 ]; then
+    echo "open-file limit $(ulimit -n) < 10200: idle and fan-out run with fewer connections" >&2
     IDLE_CONNS=$(( $(ulimit -n) - 200 )); [ -n "$FAN_BIG" ] && FAN_BIG=$IDLE_CONNS
 fi
 
