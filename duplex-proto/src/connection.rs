@@ -815,12 +815,14 @@ impl Connection {
 /// say) does not pin the whole read buffer; large ones are split off without copying.
 fn take_payload(read: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> Bytes {
     if len <= INLINE_PAYLOAD {
-        let mut payload = BytesMut::from(&read[..len]);
+        // A `Vec` of exactly `len` becomes a `Bytes` without the round trip through
+        // `BytesMut`'s representation.
+        let mut payload = read[..len].to_vec();
         read.advance(len);
         if let Some(mask) = mask {
             apply_mask(&mut payload, mask, 0);
         }
-        return payload.freeze();
+        return Bytes::from(payload);
     }
     let mut payload = read.split_to(len);
     if let Some(mask) = mask {
