@@ -50,9 +50,12 @@ run() {
     taskset -c 0 valgrind --tool=callgrind ${CACHE_SIM:+--cache-sim=yes} \
         --callgrind-out-file="$out" $CMD 2> "$log" &
     PID=$!
-    local addr=""
+    local addr="" line
     for _ in $(seq 1 600); do
-        addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+        # Complete lines only: a ready line still being written must not give half an address.
+        while IFS= read -r line; do
+            if [[ $line =~ listening\ on\ ([0-9.]+:[0-9]+) ]]; then addr=${BASH_REMATCH[1]}; break; fi
+        done < "$log"
         [ -n "$addr" ] && break
         sleep 0.1
     done

@@ -106,8 +106,13 @@ start_server() {
     taskset -c 0 $(server_cmd "$1") 2> "$log" > /dev/null &
     SERVER_PID=$!
     ADDR=""
+    local line
     for _ in $(seq 1 200); do
-        ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1 || true)
+        # Complete lines only (`read` fails on a last line without its newline): a ready
+        # line still being written must not give half an address.
+        while IFS= read -r line; do
+            if [[ $line =~ listening\ on\ ([0-9.]+:[0-9]+) ]]; then ADDR=${BASH_REMATCH[1]}; break; fi
+        done < "$log"
         [ -n "$ADDR" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.05

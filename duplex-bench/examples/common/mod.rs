@@ -76,7 +76,10 @@ where
 /// Binds `addr` and prints the ready line.
 pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
-    eprintln!("listening on {}", listener.local_addr()?);
+    // One write: `eprintln!` writes each piece of its format separately to the unbuffered
+    // stderr, and bench/run.sh once read the address while its port was still to come.
+    let line = format!("listening on {}\n", listener.local_addr()?);
+    std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes())?;
     Ok(listener)
 }
 
