@@ -64,7 +64,8 @@ modes: echo | handshakes | idle | fanout
   --dialect D           fanout: raw (a raw TCP relay), rooms (plain WebSocket), v1 (duplex.v1)
   --warmup T            seconds before measuring (default 1)
   --duration T          seconds measured (default 5)
-  --hold T              seconds idle connections are held after the last opened (default 1)
+  --hold T              seconds idle connections are held after the warm-up ones and after
+                        the last opened, before each memory reading (default 1)
   --server-pid PID      read the server's CPU time and memory from /proc
   --clk-tck N           clock ticks per second of /proc/PID/stat (default 100)";
 

@@ -11,7 +11,11 @@
 /// aligned. With it, an idle `duplex echo` connection is about 20 % smaller and an idle hub
 /// member about 13 %, and a pipelined message takes about 11 % fewer instructions, a
 /// handshake 10 % and a fan-out delivery 3 % (docs/performance.md, ninth pass).
-#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[cfg(all(
+    feature = "jemalloc",
+    not(feature = "mimalloc"),
+    not(target_env = "msvc")
+))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -608,8 +608,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
-    /// Keeps a protocol error for when the events before it have been delivered. (Once
-    /// finishing, the connection is failing already and reports its first error.)
+    /// Keeps a protocol error for when the events before it have been delivered. Only an
+    /// open connection reads (and so finds one); the check keeps a finishing connection's
+    /// error, which shares the field, from ever being replaced.
     fn defer_error(&mut self, error: ProtocolError) {
         if matches!(self.phase, Phase::Open) {
             self.error = Some(Box::new(Error::Protocol(error)));

@@ -3,7 +3,9 @@
 //! With `--server-pid`, the server's `VmRSS` and `RssAnon` (from `/proc/PID/status`) are read
 //! before the first connection opens and again once all are open; the difference divided by
 //! the connections opened is the server's memory per idle connection. The same is reported
-//! for this process.
+//! for this process. The first reading is of a warm server: `--warm` connections (64 by
+//! default) are opened first and held to the end, so the code pages, per-thread pools and
+//! allocator arenas that any first connections bring in are not counted per connection.
 
 use super::report::{
     self, Connections, Errors, Memory, MemoryDelta, Notes, Report, Rss, RssDelta, Settings,
@@ -31,6 +33,9 @@ pub struct IdleArgs {
     #[arg(short = 'c', long, default_value_t = 1000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     connections: u64,
+    /// Connections opened before the first memory reading and held to the end (not counted).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    warm: u64,
     /// The server's process id: report its resident memory per connection (Linux /proc).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
@@ -43,7 +48,27 @@ pub struct IdleArgs {
 /// Runs the idle benchmark: open, hold for --duration, close.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     check_url(&args.target.url, &["ws", "wss"], args.target.allow_remote).await;
-    check_fd_limit(args.connections);
+    check_fd_limit(args.connections + args.warm);
+    let dialer = Dialer::new(&args.target, &args.target.url, 0);
+    let live = Arc::new(Live::default());
+    let notes = Arc::new(Notes::default());
+    let warm = open_all(
+        &dialer,
+        args.warm as usize,
+        args.target.ramp,
+        &live,
+        &notes,
+        |ws| async { Ok(ws) },
+    )
+    .await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for ws in warm.conns {
+        tasks.spawn(hold(ws, stop_rx.clone(), live.clone(), notes.clone()));
+    }
+    if args.warm > 0 {
+        tokio::time::sleep(SETTLE).await;
+    }
     let server_before = args.server_pid.map(|pid| match rss(&pid.to_string()) {
         Some(rss) => rss,
         None => usage(format!(
@@ -52,9 +77,6 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     });
     let client_before = rss("self").unwrap_or_default();
 
-    let dialer = Dialer::new(&args.target, &args.target.url, 0);
-    let live = Arc::new(Live::default());
-    let notes = Arc::new(Notes::default());
     let mut progress = Progress::new();
     progress.connecting(args.connections, &live);
     let opened = open_all(
@@ -69,8 +91,6 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let open = opened.conns.len() as u64;
 
     // Hold: every connection keeps reading (answering pings) until told to close.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
     for ws in opened.conns {
         tasks.spawn(hold(ws, stop_rx.clone(), live.clone(), notes.clone()));
     }
@@ -89,7 +109,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     tokio::time::sleep_until(clock.stop_at.into()).await;
     let _ = stop_tx.send(true);
     let mut errors = Errors {
-        connect: opened.failed,
+        connect: warm.failed + opened.failed,
         ..Default::default()
     };
     let mut received = 0;
@@ -121,7 +141,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         connections: Connections {
             requested: args.connections,
             opened: open,
-            failed: opened.failed,
+            failed: warm.failed + opened.failed,
             open_us: report::Summary::of(&opened.open_latency),
         },
         // Idle connections expect nothing; whatever the server sent is only counted.

@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn a_lone_chunk_needs_no_list_and_order_holds_across_the_slot() {
         assert!(
-            std::mem::size_of::<OutQueue>() <= 80,
+            std::mem::size_of::<OutQueue>() <= 72,
             "the queue is in every connection, idle ones too"
         );
         let mut q = OutQueue::default();
