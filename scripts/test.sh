@@ -32,10 +32,10 @@
 # not run because an earlier one failed counts as failed.
 #
 # Where the time goes (fresh clone on the 2-core machine, CI=true, cargo-fuzz
-# and Chromium already installed, 2026-12-07, commit b71c644, on the VM's newer
-# Intel host): setup 8 s, fmt 0 s, clippy 77 s, doc 21 s, test 148 s, release
-# build 225 s, fuzz smoke 82 s, Autobahn server role 242 s, client role 164 s,
-# interop 55 s, scaleout 53 s, browser 30 s; 18.5 min in all (17 min for ed46d0b
+# and Chromium already installed, 2026-12-07, commit 7a2f75f, on the VM's newer
+# Intel host): setup 6 s, fmt 0 s, clippy 98 s, doc 16 s, test 125 s, release
+# build 244 s, fuzz smoke 81 s, Autobahn server role 234 s, client role 163 s,
+# interop 56 s, scaleout 53 s, browser 30 s; 18.4 min in all (17 min for ed46d0b
 # the same morning, 27 min on 2026-11-22 on the older AMD host; the Autobahn server
 # role has varied from 326 s to 412 s between runs of nearly the same code there:
 # the machine is shared).
