@@ -484,9 +484,25 @@ impl Connection {
                 Some(frame) => *frame,
                 None => match FrameHeader::parse(&self.read)? {
                     None => return Ok(()),
-                    Some((header, len)) => {
+                    Some((header, header_len)) => {
                         self.check_header(&header)?;
-                        self.read.advance(len);
+                        // check_header bounded the length by max_frame_size: it fits in usize.
+                        let len = header.payload_len as usize;
+                        if self.message.is_none()
+                            && header.fin
+                            && !header.rsv1()
+                            && !header.opcode.is_control()
+                            && self.read.len() - header_len >= len
+                        {
+                            // The common case, a whole, unfragmented, uncompressed message
+                            // in the buffer: header and payload leave it in one step.
+                            let payload =
+                                take_payload(&mut self.read, header_len, len, header.mask);
+                            self.events
+                                .push_back(Event::Message(data_message(header.opcode, payload)?));
+                            continue;
+                        }
+                        self.read.advance(header_len);
                         InFrame {
                             header,
                             done: 0,
@@ -504,7 +520,7 @@ impl Connection {
                     self.frame = Some(Box::new(frame));
                     return Ok(());
                 }
-                let payload = take_payload(&mut self.read, len, header.mask);
+                let payload = take_payload(&mut self.read, 0, len, header.mask);
                 self.on_control(header.opcode, payload)?;
                 continue;
             }
@@ -515,17 +531,11 @@ impl Connection {
                 && !header.rsv1()
                 && self.read.len() >= len
             {
-                // The common case: a whole, unfragmented, uncompressed message is here.
-                let payload = take_payload(&mut self.read, len, header.mask);
-                let message = if header.opcode == OpCode::TEXT {
-                    if simdutf8::basic::from_utf8(&payload).is_err() {
-                        return Err(ProtocolError::InvalidUtf8);
-                    }
-                    Message::Text(Utf8Bytes::from_bytes_unchecked(payload))
-                } else {
-                    Message::Binary(payload)
-                };
-                self.events.push_back(Event::Message(message));
+                // A whole, unfragmented, uncompressed message whose header came in an earlier
+                // read.
+                let payload = take_payload(&mut self.read, 0, len, header.mask);
+                self.events
+                    .push_back(Event::Message(data_message(header.opcode, payload)?));
                 continue;
             }
 
@@ -809,21 +819,35 @@ impl Connection {
     }
 }
 
-/// Takes a whole payload of `len` bytes from the front of `read` and unmasks it.
+/// A whole text or binary message's payload as a [`Message`], text checked for UTF-8.
+fn data_message(opcode: OpCode, payload: Bytes) -> Result<Message, ProtocolError> {
+    if opcode == OpCode::TEXT {
+        if simdutf8::basic::from_utf8(&payload).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(Message::Text(Utf8Bytes::from_bytes_unchecked(payload)))
+    } else {
+        Ok(Message::Binary(payload))
+    }
+}
+
+/// Takes a whole payload of `len` bytes that starts `skip` bytes into `read` (after a header
+/// still there), removes both from `read`, and unmasks the payload.
 ///
 /// Small payloads are copied out, so a short message the application keeps (in a history,
 /// say) does not pin the whole read buffer; large ones are split off without copying.
-fn take_payload(read: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> Bytes {
+fn take_payload(read: &mut BytesMut, skip: usize, len: usize, mask: Option<[u8; 4]>) -> Bytes {
     if len <= INLINE_PAYLOAD {
         // A `Vec` of exactly `len` becomes a `Bytes` without the round trip through
         // `BytesMut`'s representation.
-        let mut payload = read[..len].to_vec();
-        read.advance(len);
+        let mut payload = read[skip..skip + len].to_vec();
+        read.advance(skip + len);
         if let Some(mask) = mask {
             apply_mask(&mut payload, mask, 0);
         }
         return Bytes::from(payload);
     }
+    read.advance(skip);
     let mut payload = read.split_to(len);
     if let Some(mask) = mask {
         apply_mask(&mut payload, mask, 0);
