@@ -525,20 +525,6 @@ impl Connection {
                 continue;
             }
 
-            if !frame.begun
-                && self.message.is_none()
-                && header.fin
-                && !header.rsv1()
-                && self.read.len() >= len
-            {
-                // A whole, unfragmented, uncompressed message whose header came in an earlier
-                // read.
-                let payload = take_payload(&mut self.read, 0, len, header.mask);
-                self.events
-                    .push_back(Event::Message(data_message(header.opcode, payload)?));
-                continue;
-            }
-
             if !frame.begun {
                 // Once per frame, even when its payload spans several reads.
                 frame.begun = true;
