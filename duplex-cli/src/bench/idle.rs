@@ -11,14 +11,15 @@ use super::report::{
     self, Connections, Errors, Memory, MemoryDelta, Notes, Report, Rss, RssDelta, Settings,
 };
 use super::{
-    check_fd_limit, check_url, open_all, usage, Clock, Dialer, Live, Output, Progress, Target,
-    Timing, Ws,
+    check_fd_limit, check_url, open_all, usage, Clock, Dialer, Live, Opened, Output, Progress,
+    Target, Timing, Ws,
 };
 use duplex::CloseCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// How long the server gets to settle after the last connection opened, before its memory is
 /// read again.
@@ -52,20 +53,16 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let dialer = Dialer::new(&args.target, &args.target.url, 0);
     let live = Arc::new(Live::default());
     let notes = Arc::new(Notes::default());
-    let warm = open_all(
-        &dialer,
-        args.warm as usize,
-        args.target.ramp,
-        &live,
-        &notes,
-        |ws| async { Ok(ws) },
-    )
-    .await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    for ws in warm.conns {
-        tasks.spawn(hold(ws, stop_rx.clone(), live.clone(), notes.clone()));
-    }
+    let mut tasks = JoinSet::new();
+    let hold_all = HoldAll {
+        dialer: &dialer,
+        ramp: args.target.ramp,
+        live: &live,
+        notes: &notes,
+        stop: &stop_rx,
+    };
+    let (_, warm) = hold_all.open(args.warm, &mut tasks).await;
     if args.warm > 0 {
         tokio::time::sleep(SETTLE).await;
     }
@@ -79,21 +76,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
 
     let mut progress = Progress::new();
     progress.connecting(args.connections, &live);
-    let opened = open_all(
-        &dialer,
-        args.connections as usize,
-        args.target.ramp,
-        &live,
-        &notes,
-        |ws| async { Ok(ws) },
-    )
-    .await;
-    let open = opened.conns.len() as u64;
-
-    // Hold: every connection keeps reading (answering pings) until told to close.
-    for ws in opened.conns {
-        tasks.spawn(hold(ws, stop_rx.clone(), live.clone(), notes.clone()));
-    }
+    let (open, opened) = hold_all.open(args.connections, &mut tasks).await;
     tokio::time::sleep(SETTLE).await;
     let server = match (args.server_pid, server_before) {
         (Some(pid), Some(before)) => {
@@ -156,6 +139,42 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     };
     report.judge();
     report::finish(&report, &opened.open_latency, &args.output)
+}
+
+/// Opens connections and hands each to a [`hold`] task: the warm-up set and the measured
+/// set alike.
+struct HoldAll<'a> {
+    dialer: &'a Dialer,
+    ramp: u32,
+    live: &'a Arc<Live>,
+    notes: &'a Arc<Notes>,
+    stop: &'a watch::Receiver<bool>,
+}
+
+impl HoldAll<'_> {
+    /// Opens `n` connections, each held (reading, answering pings) in `tasks` until told to
+    /// close; returns how many opened, and what opening them counted.
+    async fn open(&self, n: u64, tasks: &mut JoinSet<Outcome>) -> (u64, Opened) {
+        let mut opened = open_all(
+            self.dialer,
+            n as usize,
+            self.ramp,
+            self.live,
+            self.notes,
+            |ws| async { Ok(ws) },
+        )
+        .await;
+        let open = opened.conns.len() as u64;
+        for ws in opened.conns.drain(..) {
+            tasks.spawn(hold(
+                ws,
+                self.stop.clone(),
+                self.live.clone(),
+                self.notes.clone(),
+            ));
+        }
+        (open, opened)
+    }
 }
 
 struct Outcome {
