@@ -287,12 +287,15 @@ impl Stats {
     }
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// utime and stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some((
+        fields.get(11)?.parse::<u64>().ok()?,
+        fields.get(12)?.parse::<u64>().ok()?,
+    ))
 }
 
 /// Resident memory of a process in KiB.
@@ -1297,7 +1300,8 @@ async fn open_many(dialer: &Arc<Dialer>, n: usize) -> Result<Vec<Conn>, String> 
 
 struct Window {
     secs: f64,
-    ticks: Option<u64>,
+    /// The server's utime and stime over the window.
+    ticks: Option<(u64, u64)>,
 }
 
 /// Warm-up, then the measured window with the server's CPU time read at both ends.
@@ -1312,7 +1316,9 @@ async fn measure(opts: &Opts, stats: &Stats) -> Window {
     let ticks_after = opts.server_pid.and_then(cpu_ticks);
     Window {
         secs,
-        ticks: ticks_before.zip(ticks_after).map(|(b, a)| a - b),
+        ticks: ticks_before
+            .zip(ticks_after)
+            .map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
     }
 }
 
@@ -1494,10 +1500,11 @@ fn report(opts: &Opts, stats: &Stats, window: &Window, extra: &str) -> String {
             0.0
         }
     );
-    if let Some(ticks) = window.ticks {
+    if let Some((user, system)) = window.ticks {
+        let ticks = user + system;
         let cpu_ns = ticks as f64 * 1e9 / opts.clk_tck as f64;
         out.push_str(&format!(
-            r#","server_ticks":{ticks},"cpu_ns_per_op":{:.1}"#,
+            r#","server_ticks":{ticks},"server_user_ticks":{user},"cpu_ns_per_op":{:.1}"#,
             if counted > 0 {
                 cpu_ns / counted as f64
             } else {
