@@ -823,6 +823,30 @@ fn close_reason(payload: &[u8]) -> (Option<u16>, String) {
     )
 }
 
+/// Appends an unmasked frame header: the first byte, then the payload length in the fewest
+/// bytes (RFC 6455 §5.2).
+fn put_header(out: &mut Vec<u8>, first: u8, len: usize) {
+    out.push(first);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= 0xFFFF {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// The length of the unmasked frame header at the start of `frame`.
+fn header_len(frame: &[u8]) -> usize {
+    match frame[1] & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    }
+}
+
 fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
     let word64 = u64::from(word) | (u64::from(word) << 32);
@@ -890,24 +914,37 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
         }
     };
     let mut sent_at = std::collections::VecDeque::with_capacity(opts.depth);
-    // Raw: the exact frame bytes sent, expected back in order.
-    let mut raw_expected: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    // The exact bytes expected back, in order: against a raw echo, the frame as sent; against
+    // a WebSocket server that compresses nothing, its unmasked frame of the same payload. The
+    // same work per message against every server (one copy of the expected bytes when a
+    // message is sent, one comparison when it comes back), so that the client does not spend
+    // more per message against one server than another and cap its rate lower. A WebSocket
+    // reply that is not the expected frame (a ping before it, a fragmented message) goes
+    // through the frame parser; with permessage-deflate every reply does.
+    let exact = opts.raw || conn.deflate.is_none();
+    let mut expected_frames: std::collections::VecDeque<Vec<u8>> =
+        std::collections::VecDeque::with_capacity(opts.depth);
     let mut out = Vec::with_capacity(opts.depth * (opts.size + 14));
     let mut next_seq = 0u64;
     let mut expect_seq = 0u64;
     let mut send = |conn: &mut Conn,
                     out: &mut Vec<u8>,
                     seq: u64,
-                    raw_expected: &mut std::collections::VecDeque<Vec<u8>>| {
+                    expected_frames: &mut std::collections::VecDeque<Vec<u8>>| {
         set_seq(&mut payload, seq);
         let start = out.len();
         conn.encode(out, opcode, true, &payload);
         if opts.raw {
-            raw_expected.push_back(out[start..].to_vec());
+            expected_frames.push_back(out[start..].to_vec());
+        } else if exact {
+            let mut frame = Vec::with_capacity(payload.len() + 10);
+            put_header(&mut frame, 0x80 | opcode, payload.len());
+            frame.extend_from_slice(&payload);
+            expected_frames.push_back(frame);
         }
     };
     for _ in 0..opts.depth {
-        send(conn, &mut out, next_seq, &mut raw_expected);
+        send(conn, &mut out, next_seq, &mut expected_frames);
         sent_at.push_back(Instant::now());
         next_seq += 1;
     }
@@ -922,28 +959,44 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
         // Everything complete in the buffer, then one write for the replacements.
         let mut completed = 0;
         loop {
-            if opts.raw {
-                let Some(frame) = raw_expected.front() else {
+            // Whether the reply is to be parsed as frames rather than compared as bytes.
+            let mut parse = !exact;
+            if exact {
+                let Some(frame) = expected_frames.front() else {
                     break;
                 };
-                if conn.rbuf.len() < frame.len() {
+                // A WebSocket reply whose header is not the one expected is something else
+                // the protocol allows: known as soon as the header is in.
+                let header = if opts.raw { 0 } else { header_len(frame) };
+                let buffered = conn.rbuf.len();
+                if header > 0 && buffered >= header && conn.rbuf[..header] != frame[..header] {
+                    parse = true;
+                } else if buffered < frame.len() {
                     if completed == 0 {
-                        let want = frame.len();
+                        let want = if buffered < header {
+                            header
+                        } else {
+                            frame.len()
+                        };
                         conn.fill(want).await?;
                         continue;
                     }
                     break;
+                } else if conn.rbuf[..frame.len()] != frame[..] {
+                    return Err(format!(
+                        "echo {expect_seq}: bytes differ from those expected"
+                    ));
+                } else {
+                    conn.rbuf.advance(frame.len());
+                    expected_frames.pop_front();
                 }
-                if conn.rbuf[..frame.len()] != frame[..] {
-                    return Err(format!("echo {expect_seq}: bytes differ from those sent"));
-                }
-                conn.rbuf.advance(frame.len());
-                raw_expected.pop_front();
-            } else {
+            }
+            if parse {
                 if completed > 0 && conn.parse_frame_ready().is_none() {
                     break;
                 }
                 let (got_opcode, data) = conn.next_message().await?;
+                expected_frames.pop_front();
                 set_seq(&mut expected, expect_seq);
                 if got_opcode != opcode || data[..] != expected[..] {
                     return Err(format!(
@@ -969,7 +1022,7 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
             continue;
         }
         for _ in 0..completed {
-            send(conn, &mut out, next_seq, &mut raw_expected);
+            send(conn, &mut out, next_seq, &mut expected_frames);
             sent_at.push_back(Instant::now());
             next_seq += 1;
         }
