@@ -966,10 +966,12 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
                     break;
                 };
                 // A WebSocket reply whose header is not the one expected is something else
-                // the protocol allows: known as soon as the header is in.
+                // the protocol allows: known from its first differing byte, so a frame
+                // shorter than the expected header (a close, a small ping) is not waited on.
                 let header = if opts.raw { 0 } else { header_len(frame) };
                 let buffered = conn.rbuf.len();
-                if header > 0 && buffered >= header && conn.rbuf[..header] != frame[..header] {
+                let known = buffered.min(header);
+                if conn.rbuf[..known] != frame[..known] {
                     parse = true;
                 } else if buffered < frame.len() {
                     if completed == 0 {
@@ -992,7 +994,10 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
                 }
             }
             if parse {
-                if completed > 0 && conn.parse_frame_ready().is_none() {
+                // Once some echoes are in, take another only if it is whole and a final data
+                // frame: parsing a ping (or the start of a fragmented message) would wait
+                // for more while the replacements for those echoes are not sent yet.
+                if completed > 0 && !conn.whole_data_frame_ready() {
                     break;
                 }
                 let (got_opcode, data) = conn.next_message().await?;
@@ -1045,6 +1050,13 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
 
 impl Conn {
     /// Whether a whole frame is buffered (`Some(())`), without consuming it.
+    /// Whether a whole, final text or binary frame is buffered, without consuming it.
+    fn whole_data_frame_ready(&self) -> bool {
+        let final_data =
+            matches!(self.rbuf.first(), Some(b) if b & 0x80 != 0 && matches!(b & 0x0F, 1 | 2));
+        final_data && self.parse_frame_ready().is_some()
+    }
+
     fn parse_frame_ready(&self) -> Option<()> {
         let buf = &self.rbuf[..];
         if buf.len() < 2 {
