@@ -1049,7 +1049,6 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
 }
 
 impl Conn {
-    /// Whether a whole frame is buffered (`Some(())`), without consuming it.
     /// Whether a whole, final text or binary frame is buffered, without consuming it.
     fn whole_data_frame_ready(&self) -> bool {
         let final_data =
@@ -1057,6 +1056,7 @@ impl Conn {
         final_data && self.parse_frame_ready().is_some()
     }
 
+    /// Whether a whole frame is buffered (`Some(())`), without consuming it.
     fn parse_frame_ready(&self) -> Option<()> {
         let buf = &self.rbuf[..];
         if buf.len() < 2 {
