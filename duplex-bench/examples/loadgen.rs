@@ -761,18 +761,8 @@ impl Conn {
             }
             _ => (false, payload),
         };
-        out.push(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= 0xFFFF {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&self.mask);
+        let first = 0x80 | if rsv1 { 0x40 } else { 0 } | opcode;
+        put_header(out, first, Some(self.mask), payload.len());
         let start = out.len();
         out.extend_from_slice(payload);
         apply_mask(&mut out[start..], self.mask);
@@ -823,18 +813,22 @@ fn close_reason(payload: &[u8]) -> (Option<u16>, String) {
     )
 }
 
-/// Appends an unmasked frame header: the first byte, then the payload length in the fewest
-/// bytes (RFC 6455 §5.2).
-fn put_header(out: &mut Vec<u8>, first: u8, len: usize) {
+/// Appends a frame header: the first byte, the payload length in the fewest bytes (RFC 6455
+/// §5.2) with the mask bit set when `mask` is given, then the masking key.
+fn put_header(out: &mut Vec<u8>, first: u8, mask: Option<[u8; 4]>, len: usize) {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     out.push(first);
     if len < 126 {
-        out.push(len as u8);
+        out.push(mask_bit | len as u8);
     } else if len <= 0xFFFF {
-        out.push(126);
+        out.push(mask_bit | 126);
         out.extend_from_slice(&(len as u16).to_be_bytes());
     } else {
-        out.push(127);
+        out.push(mask_bit | 127);
         out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    if let Some(mask) = mask {
+        out.extend_from_slice(&mask);
     }
 }
 
@@ -938,7 +932,7 @@ async fn echo_loop(conn: &mut Conn, opts: &Opts, stats: &Stats) -> Result<(), St
             expected_frames.push_back(out[start..].to_vec());
         } else if exact {
             let mut frame = Vec::with_capacity(payload.len() + 10);
-            put_header(&mut frame, 0x80 | opcode, payload.len());
+            put_header(&mut frame, 0x80 | opcode, None, payload.len());
             frame.extend_from_slice(&payload);
             expected_frames.push_back(frame);
         }
