@@ -267,6 +267,10 @@ impl Connection {
     /// Taking the peer's close event queues our reply; finding no more events after a
     /// protocol error queues the close frame that reports it (see the ordering rule in the
     /// type's documentation).
+    // Always inlined (and `Inner::next_event` in the driver, its caller): an `Event` is 48
+    // bytes, returned through memory by each call, and inlined the copies fold away
+    // (docs/performance.md, eleventh pass).
+    #[inline(always)]
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
         match &event {
@@ -306,6 +310,13 @@ impl Connection {
                 let mut compressed = BytesMut::with_capacity(payload.len() / 2 + 16);
                 codec.compress(&payload, &mut compressed)?;
                 self.queue_data(opcode, true, compressed.freeze());
+            }
+            // The common case, a small message in one frame, straight into the tail: what
+            // `queue_data` and `queue_frame` would do, without passing the payload down
+            // through both.
+            _ if payload.len() <= INLINE_PAYLOAD.min(self.config.max_send_frame_size) => {
+                let mask = self.mask();
+                encode_frame(self.out.tail(), true, false, opcode, mask, &payload);
             }
             _ => self.queue_data(opcode, false, payload),
         }
@@ -480,6 +491,9 @@ impl Connection {
                 self.read.clear();
                 return Ok(());
             }
+            if self.frame.is_none() && self.take_small_messages()? {
+                continue;
+            }
             let mut frame = match self.frame.take() {
                 Some(frame) => *frame,
                 None => match FrameHeader::parse(&self.read)? {
@@ -548,6 +562,53 @@ impl Connection {
                 self.finish_message()?;
             }
         }
+    }
+
+    /// The common case of [`Connection::process`], taken without building a
+    /// [`FrameHeader`]: no message in progress, and the buffer starts with whole, final,
+    /// uncompressed text or binary frames of at most 125 bytes, masked as the peer's role
+    /// requires. Such a frame breaks none of the rules of [`Connection::check_header`] when
+    /// it is within the configured limits, which are checked here too, so each is taken
+    /// exactly as the general path would take it. Takes every such frame at the front of the
+    /// buffer, and advances the buffer once for all of them; returns whether it took any.
+    /// Anything else (including a frame whose payload has not all arrived) is left to the
+    /// general path.
+    fn take_small_messages(&mut self) -> Result<bool, ProtocolError> {
+        let config = &*self.config;
+        if self.message.is_some() || config.max_fragments == 0 {
+            return Ok(false);
+        }
+        // 125: the longest payload a 7-bit length gives.
+        let max = config.max_frame_size.min(config.max_message_size).min(125);
+        let masked = self.role == Role::Server;
+        let header_len = if masked { 6 } else { 2 };
+        let buf = &self.read[..];
+        let mut at = 0;
+        let mut result = Ok(());
+        while let [b0 @ (0x81 | 0x82), b1, ..] = buf[at..] {
+            let len = usize::from(b1 & 0x7F);
+            if (b1 & 0x80 != 0) != masked || len > max {
+                break;
+            }
+            let Some(frame) = buf.get(at..at + header_len + len) else {
+                break;
+            };
+            at += header_len + len;
+            // Copied out, as `take_payload` does with small payloads.
+            let mut payload = frame[header_len..].to_vec();
+            if masked {
+                apply_mask(&mut payload, [frame[2], frame[3], frame[4], frame[5]], 0);
+            }
+            match data_message(OpCode::new(b0), Bytes::from(payload)) {
+                Ok(message) => self.events.push_back(Event::Message(message)),
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        self.read.advance(at);
+        result.map(|()| at > 0)
     }
 
     /// Every rule that can be decided from the header alone, so a bad frame fails before its

@@ -784,6 +784,54 @@ fn arb_message() -> impl Strategy<Value = Message> {
     ]
 }
 
+/// A frame as (first byte, payload, masked): mostly small text and binary frames, valid or
+/// not (UTF-8, masking, length against the limits), among fragments and control frames.
+fn arb_frame() -> impl Strategy<Value = (u8, Vec<u8>, bool)> {
+    let first = prop_oneof![
+        6 => Just(0x81u8),
+        6 => Just(0x82),
+        1 => Just(0x01),
+        1 => Just(0x02),
+        1 => Just(0x00),
+        1 => Just(0x80),
+        1 => Just(0x89),
+        1 => Just(0x8A),
+        1 => Just(0xC1),
+        1 => Just(0x83),
+        1 => Just(0x88),
+    ];
+    let payload = prop_oneof![
+        4 => "[a-z]{0,130}".prop_map(String::into_bytes),
+        1 => proptest::collection::vec(any::<u8>(), 0..130),
+    ];
+    (first, payload, proptest::bool::weighted(0.9))
+}
+
+/// A frame with any first byte, masked or not, with the minimal length encoding.
+fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let mask = masked.then_some([1, 2, 3, 4]);
+    crate::frame::encode_frame(
+        &mut out,
+        first & 0x80 != 0,
+        first & 0x40 != 0,
+        OpCode::new(first),
+        mask,
+        payload,
+    );
+    // encode_frame writes RSV1 only: set RSV2 and RSV3 as asked.
+    out[0] |= first & 0x30;
+    out.to_vec()
+}
+
+/// What `conn` queued, as its peer decodes it.
+fn heard_by_peer(conn: &mut Connection) -> (Result<(), ProtocolError>, Vec<Event>) {
+    let mut wire = BytesMut::new();
+    conn.poll_transmit(&mut wire);
+    let mut peer = Connection::new(conn.role().peer(), Config::default());
+    (peer.handle_bytes(&wire), events(&mut peer))
+}
+
 fn roundtrip(
     messages: &[Message],
     frame_size: usize,
@@ -847,6 +895,38 @@ proptest! {
         let got = roundtrip(&messages, frame_size, chunk, Some(params), from);
         let want: Vec<Event> = messages.into_iter().map(Event::Message).collect();
         prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn frames_in_one_read_and_byte_by_byte_are_judged_alike(
+        frames in proptest::collection::vec(arb_frame(), 0..12),
+        server in any::<bool>(),
+    ) {
+        // In one read, whole small data frames take the fast path of `process`; fed a byte
+        // at a time, every frame goes through the general one. Limits below 125 bytes make
+        // the fast path's own checks matter.
+        let role = if server { Role::Server } else { Role::Client };
+        let config = Config::default()
+            .with_max_frame_size(60)
+            .with_max_message_size(100)
+            .with_max_fragments(3);
+        let input: Vec<u8> = frames
+            .iter()
+            .flat_map(|(first, payload, masked)| frame(*first, payload, *masked))
+            .collect();
+        let mut whole = Connection::new(role, config.clone());
+        let mut bytewise = Connection::new(role, config);
+        let whole_result = whole.handle_bytes(&input);
+        let bytewise_result = input
+            .iter()
+            .map(|b| bytewise.handle_bytes(std::slice::from_ref(b)))
+            .find(Result::is_err)
+            .unwrap_or(Ok(()));
+        prop_assert_eq!(whole_result, bytewise_result);
+        prop_assert_eq!(events(&mut whole), events(&mut bytewise));
+        // What each queued (pongs, the close frame), as the peer reads it: a client masks
+        // with random keys, so the bytes differ.
+        prop_assert_eq!(heard_by_peer(&mut whole), heard_by_peer(&mut bytewise));
     }
 
     #[test]
