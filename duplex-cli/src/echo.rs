@@ -314,19 +314,33 @@ where
                     }
                 },
                 Step::Send(_) => {
-                    let queued = ready!(Pin::new(&mut *ws).poll_ready(cx)).and_then(|()| {
-                        let Step::Send(message) = std::mem::replace(step, Step::Flush) else {
-                            unreachable!("matched as sending just above")
+                    let mut room = ready!(Pin::new(&mut *ws).poll_ready(cx));
+                    let Step::Send(mut message) = std::mem::replace(step, Step::Flush) else {
+                        unreachable!("matched as sending just above")
+                    };
+                    // This message and those that arrived with it, each kept in a local
+                    // while there is room (most of a pipelined burst) rather than stored
+                    // back into `step` and matched again.
+                    loop {
+                        match room.and_then(|()| Pin::new(&mut *ws).start_send(message)) {
+                            Ok(()) => {}
+                            // The peer's close frame came right behind this message: stop
+                            // feeding, flush what was queued, and the next receive
+                            // completes the close handshake (or reports the end, if the
+                            // peer is gone).
+                            Err(duplex::Error::Send(_)) => break,
+                            Err(error) => return Poll::Ready(Err(error)),
+                        }
+                        let Some(next) = ws.try_recv() else {
+                            break;
                         };
-                        Pin::new(&mut *ws).start_send(message)
-                    });
-                    match queued {
-                        Ok(()) => *step = ws.try_recv().map_or(Step::Flush, Step::Send),
-                        // The peer's close frame came right behind this message: stop
-                        // feeding, flush what was queued, and the next receive completes
-                        // the close handshake (or reports the end, if the peer is gone).
-                        Err(duplex::Error::Send(_)) => *step = Step::Flush,
-                        Err(error) => return Poll::Ready(Err(error)),
+                        match Pin::new(&mut *ws).poll_ready(cx) {
+                            Poll::Ready(result) => (room, message) = (result, next),
+                            Poll::Pending => {
+                                *step = Step::Send(next);
+                                return Poll::Pending;
+                            }
+                        }
                     }
                 }
                 Step::Flush => {

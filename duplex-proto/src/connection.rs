@@ -99,6 +99,13 @@ pub struct Connection {
     /// `read` came from the pool in [`Connection::reserve_read`] and nothing was processed
     /// from it since: [`Connection::unreserve_read`] may put it back unchecked.
     read_untouched: bool,
+    /// Bytes at the front of `read` that hold only whole small data messages, already
+    /// checked and unmasked, older than anything in `events`, and handed out one by one by
+    /// [`Connection::poll_event`] straight from `read` (see
+    /// [`Connection::check_small_messages`]).
+    /// (A `u16`, so the fields fit in the padding they had: a longer run of small messages,
+    /// which takes a read of more than 64 KiB, is queued as before.)
+    deferred: u16,
     /// A protocol error found behind events not yet taken; applied once they are.
     /// Boxed, as it is rare: an idle connection's fixed state stays small.
     failure_pending: Option<Box<ProtocolError>>,
@@ -152,6 +159,7 @@ impl Connection {
             close_received: false,
             close_pending: false,
             read_untouched: false,
+            deferred: 0,
             failure_pending: None,
             read: BytesMut::new(),
             frame: None,
@@ -233,7 +241,8 @@ impl Connection {
     pub fn handle_read(&mut self) -> Result<(), ProtocolError> {
         self.read_untouched = false;
         if self.discards_input() {
-            self.read.clear();
+            // Messages deferred before the input ended are still to be taken.
+            self.read.truncate(usize::from(self.deferred));
             return Ok(());
         }
         self.process().inspect_err(|e| self.fail(e))
@@ -272,6 +281,9 @@ impl Connection {
     // (docs/performance.md, eleventh pass).
     #[inline(always)]
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.deferred > 0 {
+            return Some(Event::Message(self.take_deferred()));
+        }
         let event = self.events.pop_front();
         match &event {
             Some(Event::Close(_)) if self.close_pending => {
@@ -480,19 +492,39 @@ impl Connection {
 
     // ---- input -------------------------------------------------------------------------
 
+    /// No event waits to be taken (deferred messages included).
+    fn nothing_waiting(&self) -> bool {
+        self.deferred == 0 && self.events.is_empty()
+    }
+
     fn discards_input(&self) -> bool {
         self.failed || self.close_received
     }
 
     fn process(&mut self) -> Result<(), ProtocolError> {
+        // Whole small messages at the front of the buffer, behind nothing still queued, are
+        // checked here and handed out later straight from the buffer: no event is built,
+        // stored and taken back for them. Once anything else follows, they are queued, so
+        // the general path below starts at the front of the buffer as usual.
+        if self.frame.is_none() && (self.deferred > 0 || self.events.is_empty()) {
+            self.check_small_messages();
+            if usize::from(self.deferred) == self.read.len() {
+                return Ok(());
+            }
+            self.queue_deferred();
+        }
         loop {
             if self.close_received {
                 // Nothing may follow a close frame (RFC 6455 §5.5.1).
                 self.read.clear();
                 return Ok(());
             }
-            if self.frame.is_none() && self.take_small_messages()? {
-                continue;
+            if self.frame.is_none() {
+                self.check_small_messages();
+                if self.deferred > 0 {
+                    self.queue_deferred();
+                    continue;
+                }
             }
             let mut frame = match self.frame.take() {
                 Some(frame) => *frame,
@@ -564,51 +596,79 @@ impl Connection {
         }
     }
 
-    /// The common case of [`Connection::process`], taken without building a
-    /// [`FrameHeader`]: no message in progress, and the buffer starts with whole, final,
-    /// uncompressed text or binary frames of at most 125 bytes, masked as the peer's role
-    /// requires. Such a frame breaks none of the rules of [`Connection::check_header`] when
-    /// it is within the configured limits, which are checked here too, so each is taken
-    /// exactly as the general path would take it. Takes every such frame at the front of the
-    /// buffer, and advances the buffer once for all of them; returns whether it took any.
-    /// Anything else (including a frame whose payload has not all arrived) is left to the
-    /// general path.
-    fn take_small_messages(&mut self) -> Result<bool, ProtocolError> {
+    /// The common case of [`Connection::process`], checked without building a
+    /// [`FrameHeader`]: no message in progress, and whole, final, uncompressed text or binary
+    /// frames of at most 125 bytes, masked as the peer's role requires, behind the
+    /// `deferred` bytes at the front of the buffer. Such a frame breaks none of the rules
+    /// of [`Connection::check_header`] when it is within the configured limits, which are
+    /// checked here too. Each is unmasked in place and its text checked for UTF-8, then
+    /// counted into `deferred`. Stops at anything else (a frame whose payload has not all
+    /// arrived, one that fails a rule, text that is not UTF-8: that one is masked back, for
+    /// the general path to report).
+    fn check_small_messages(&mut self) {
         let config = &*self.config;
         if self.message.is_some() || config.max_fragments == 0 {
-            return Ok(false);
+            return;
         }
         // 125: the longest payload a 7-bit length gives.
         let max = config.max_frame_size.min(config.max_message_size).min(125);
         let masked = self.role == Role::Server;
         let header_len = if masked { 6 } else { 2 };
-        let buf = &self.read[..];
-        let mut at = 0;
-        let mut result = Ok(());
+        let buf = &mut self.read[..];
+        let mut at = usize::from(self.deferred);
         while let [b0 @ (0x81 | 0x82), b1, ..] = buf[at..] {
             let len = usize::from(b1 & 0x7F);
             if (b1 & 0x80 != 0) != masked || len > max {
                 break;
             }
-            let Some(frame) = buf.get(at..at + header_len + len) else {
+            let end = at + header_len + len;
+            if end > usize::from(u16::MAX) {
+                break;
+            }
+            let Some(frame) = buf.get_mut(at..end) else {
                 break;
             };
-            at += header_len + len;
-            // Copied out, as `take_payload` does with small payloads.
-            let mut payload = frame[header_len..].to_vec();
-            if masked {
-                apply_mask(&mut payload, [frame[2], frame[3], frame[4], frame[5]], 0);
+            let (header, payload) = frame.split_at_mut(header_len);
+            let key = masked.then(|| [header[2], header[3], header[4], header[5]]);
+            if let Some(key) = key {
+                apply_mask(payload, key, 0);
             }
-            match data_message(OpCode::new(b0), Bytes::from(payload)) {
-                Ok(message) => self.events.push_back(Event::Message(message)),
-                Err(error) => {
-                    result = Err(error);
-                    break;
+            if b0 == 0x81 && simdutf8::basic::from_utf8(payload).is_err() {
+                if let Some(key) = key {
+                    apply_mask(payload, key, 0);
                 }
+                break;
             }
+            at = end;
         }
-        self.read.advance(at);
-        result.map(|()| at > 0)
+        // At most u16::MAX, checked in the loop.
+        self.deferred = at as u16;
+    }
+
+    /// The first deferred message (`deferred` > 0), out of the buffer. Copied, as
+    /// `take_payload` copies small payloads, so a message kept does not pin the buffer.
+    #[inline(always)]
+    fn take_deferred(&mut self) -> Message {
+        let header_len = if self.role == Role::Server { 6 } else { 2 };
+        let text = self.read[0] == 0x81;
+        let len = usize::from(self.read[1] & 0x7F);
+        let payload = Bytes::from(self.read[header_len..header_len + len].to_vec());
+        self.read.advance(header_len + len);
+        // The frame was counted into `deferred` whole, so it is at most that.
+        self.deferred -= (header_len + len) as u16;
+        if text {
+            Message::Text(Utf8Bytes::from_bytes_unchecked(payload))
+        } else {
+            Message::Binary(payload)
+        }
+    }
+
+    /// Queues every deferred message, in order, ahead of what follows them.
+    fn queue_deferred(&mut self) {
+        while self.deferred > 0 {
+            let message = self.take_deferred();
+            self.events.push_back(Event::Message(message));
+        }
     }
 
     /// Every rule that can be decided from the header alone, so a bad frame fails before its
@@ -745,7 +805,7 @@ impl Connection {
                 self.close_received = true;
                 self.message = None;
                 self.peer_close = frame.clone().map(Box::new);
-                let answer_now = self.events.is_empty();
+                let answer_now = self.nothing_waiting();
                 self.events.push_back(Event::Close(frame));
                 if answer_now {
                     self.answer_close();
@@ -776,8 +836,8 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.message = None;
-        self.read.clear();
-        if self.events.is_empty() {
+        self.read.truncate(usize::from(self.deferred));
+        if self.nothing_waiting() {
             self.apply_failure(error);
         } else {
             self.failure_pending = Some(Box::new(error.clone()));
