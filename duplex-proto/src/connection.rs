@@ -127,6 +127,7 @@ impl std::fmt::Debug for Connection {
             .field("failed", &self.failed)
             .field("deflate", &self.deflate())
             .field("buffered_in", &self.read.len())
+            .field("deferred", &self.deferred)
             .field("pending_out", &self.out.len())
             .finish_non_exhaustive()
     }
@@ -200,10 +201,19 @@ impl Connection {
     }
 
     /// The buffer the driver may read into directly (then call
-    /// [`Connection::handle_read`]), saving a copy. It may hold unprocessed bytes; append
-    /// only.
+    /// [`Connection::handle_read`]), saving a copy. It may hold unprocessed bytes, and whole
+    /// messages already checked but not yet taken with [`Connection::poll_event`]: append
+    /// only (to drop what is buffered, use [`Connection::discard_input`]).
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         &mut self.read
+    }
+
+    /// Drops everything buffered from the transport, messages not yet taken included: for a
+    /// driver that has finished with the connection, or reads on only to see the end of
+    /// the stream.
+    pub fn discard_input(&mut self) {
+        self.read.clear();
+        self.deferred = 0;
     }
 
     /// The read buffer with room for at least `additional` more bytes, to read into before

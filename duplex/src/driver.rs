@@ -596,7 +596,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// Processes the read buffer.
     ///
     /// The core consumes every complete frame in one call (a close or error takes effect
-    /// behind the events already queued), so what stays buffered is at most part of a frame.
+    /// behind the events already queued): what stays buffered is part of a frame, or whole
+    /// small messages it checked and hands out from the buffer as they are taken.
     fn handle_read(&mut self) {
         let result = self.conn.handle_read();
         if self.write_failed {
@@ -705,7 +706,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             Stage::WaitEof => match ready!(self.poll_read(cx)) {
                 Ok(n) if n > 0 => {
-                    self.conn.read_buffer().clear();
+                    self.conn.discard_input();
                     Some(Stage::WaitEof)
                 }
                 _ => Some(Stage::Shutdown),
@@ -726,7 +727,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         self.ping_timer = None;
         self.idle_timer = None;
         self.close_timer = None;
-        self.conn.read_buffer().clear();
+        self.conn.discard_input();
         self.release_idle_memory();
         self.wake_closed();
         // Senders waiting for room learn that there will be none; a reader parked on the

@@ -775,6 +775,25 @@ fn corrupt_compressed_data_fails() {
     assert!(matches!(err, ProtocolError::Inflate(_)), "{err:?}");
 }
 
+#[test]
+fn discarded_input_takes_deferred_messages_with_it() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let input = [masked(0x82, b"one"), masked(0x82, b"two")].concat();
+    server.handle_bytes(&input).unwrap();
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Message(Message::binary(&b"one"[..])))
+    );
+    server.discard_input();
+    assert_eq!(server.poll_event(), None);
+    // Input after that is read from a clean start.
+    server.handle_bytes(&masked(0x81, b"three")).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text("three"))]
+    );
+}
+
 // ---- property tests ---------------------------------------------------------------------
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -898,38 +917,6 @@ proptest! {
     }
 
     #[test]
-    fn frames_in_one_read_and_byte_by_byte_are_judged_alike(
-        frames in proptest::collection::vec(arb_frame(), 0..12),
-        server in any::<bool>(),
-    ) {
-        // In one read, whole small data frames take the fast path of `process`; fed a byte
-        // at a time, every frame goes through the general one. Limits below 125 bytes make
-        // the fast path's own checks matter.
-        let role = if server { Role::Server } else { Role::Client };
-        let config = Config::default()
-            .with_max_frame_size(60)
-            .with_max_message_size(100)
-            .with_max_fragments(3);
-        let input: Vec<u8> = frames
-            .iter()
-            .flat_map(|(first, payload, masked)| frame(*first, payload, *masked))
-            .collect();
-        let mut whole = Connection::new(role, config.clone());
-        let mut bytewise = Connection::new(role, config);
-        let whole_result = whole.handle_bytes(&input);
-        let bytewise_result = input
-            .iter()
-            .map(|b| bytewise.handle_bytes(std::slice::from_ref(b)))
-            .find(Result::is_err)
-            .unwrap_or(Ok(()));
-        prop_assert_eq!(whole_result, bytewise_result);
-        prop_assert_eq!(events(&mut whole), events(&mut bytewise));
-        // What each queued (pongs, the close frame), as the peer reads it: a client masks
-        // with random keys, so the bytes differ.
-        prop_assert_eq!(heard_by_peer(&mut whole), heard_by_peer(&mut bytewise));
-    }
-
-    #[test]
     fn random_input_never_panics(
         input in proptest::collection::vec(any::<u8>(), 0..512),
         chunk in 1usize..64,
@@ -945,5 +932,79 @@ proptest! {
         }
         let mut out = BytesMut::new();
         conn.poll_transmit(&mut out);
+    }
+}
+
+proptest! {
+    // Cheap cases (a few frames each), and the orderings it looks for are rare: many of them.
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn frames_in_one_read_and_byte_by_byte_are_judged_alike(
+        frames in proptest::collection::vec(arb_frame(), 0..12),
+        server in any::<bool>(),
+        limits in 0usize..3,
+        chunk in 1usize..300,
+        take in 0usize..4,
+    ) {
+        // In one read, whole small data frames are checked on the fast path of `process` and
+        // handed out from the buffer; fed a byte at a time, every frame with a payload goes
+        // through the general path. In reads of `chunk` bytes with up to `take` events taken
+        // after each, deferred messages meet later reads and a queue that is not empty.
+        // Limits below 125 bytes, either one the lower, make the fast path's checks matter.
+        let role = if server { Role::Server } else { Role::Client };
+        let (frame_limit, message_limit) = [(60, 100), (100, 60), (125, 125)][limits];
+        let config = Config::default()
+            .with_max_frame_size(frame_limit)
+            .with_max_message_size(message_limit)
+            .with_max_fragments(3);
+        let input: Vec<u8> = frames
+            .iter()
+            .flat_map(|(first, payload, masked)| frame(*first, payload, *masked))
+            .collect();
+        let mut whole = Connection::new(role, config.clone());
+        let whole_result = whole.handle_bytes(&input);
+        let whole_events = events(&mut whole);
+
+        let mut bytewise = Connection::new(role, config.clone());
+        let bytewise_result = input
+            .iter()
+            .map(|b| bytewise.handle_bytes(std::slice::from_ref(b)))
+            .find(Result::is_err)
+            .unwrap_or(Ok(()));
+        prop_assert_eq!(&whole_result, &bytewise_result);
+        prop_assert_eq!(&whole_events, &events(&mut bytewise));
+
+
+        // In reads of `chunk` bytes, and in reads of one whole frame each (so that a read
+        // of small messages only meets events of earlier reads not yet taken).
+        let by_frame: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|(first, payload, masked)| frame(*first, payload, *masked))
+            .collect();
+        let reads = [
+            input.chunks(chunk).map(<[u8]>::to_vec).collect::<Vec<_>>(),
+            by_frame,
+        ];
+        let heard = heard_by_peer(&mut whole);
+        prop_assert_eq!(&heard, &heard_by_peer(&mut bytewise));
+        for reads in reads {
+            let mut conn = Connection::new(role, config.clone());
+            let mut result = Ok(());
+            let mut got = Vec::new();
+            for read in &reads {
+                let this = conn.handle_bytes(read);
+                if result.is_ok() {
+                    result = this;
+                }
+                got.extend(std::iter::from_fn(|| conn.poll_event()).take(take));
+            }
+            got.extend(events(&mut conn));
+            prop_assert_eq!(&whole_result, &result);
+            prop_assert_eq!(&whole_events, &got);
+            // What each queued (pongs, the close frame), as the peer reads it: a client
+            // masks with random keys, so the bytes differ.
+            prop_assert_eq!(&heard, &heard_by_peer(&mut conn));
+        }
     }
 }
