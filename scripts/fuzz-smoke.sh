@@ -9,9 +9,10 @@
 # Toolchain: this runs on *stable* Rust. With `-s none` (no sanitizer) cargo-fuzz only passes
 # stable rustc flags (`-Cpasses=sancov-module`, `-Cllvm-args=-sanitizer-coverage-*`,
 # `--cfg fuzzing`), so neither nightly nor RUSTC_BOOTSTRAP=1 is needed. Sanitizers
-# (`-s address`, the cargo-fuzz default) use `-Zsanitizer` and need nightly; all code here is
-# safe Rust, so the smoke test does without. libFuzzer's C++ runtime is built by the
-# `libfuzzer-sys` crate, which needs a C++ compiler (g++ or clang++).
+# (`-s address`, the cargo-fuzz default) use `-Zsanitizer` and need nightly; the code under
+# test is safe Rust but for one call (the AVX2 unmasking loop in duplex-proto, whose only
+# requirement is a CPU with AVX2), so the smoke test does without. libFuzzer's C++ runtime
+# is built by the `libfuzzer-sys` crate, which needs a C++ compiler (g++ or clang++).
 #
 # New inputs libFuzzer finds go to a temporary directory, not to fuzz/corpus/, so the
 # committed seeds (fuzz/corpus/<target>/seed-*) stay as they are. A crash is saved under
