@@ -512,17 +512,6 @@ impl Connection {
     }
 
     fn process(&mut self) -> Result<(), ProtocolError> {
-        // Whole small messages at the front of the buffer, behind nothing still queued, are
-        // checked here and handed out later straight from the buffer: no event is built,
-        // stored and taken back for them. Once anything else follows, they are queued, so
-        // the general path below starts at the front of the buffer as usual.
-        if self.frame.is_none() && (self.deferred > 0 || self.events.is_empty()) {
-            self.check_small_messages();
-            if usize::from(self.deferred) == self.read.len() {
-                return Ok(());
-            }
-            self.queue_deferred();
-        }
         loop {
             if self.close_received {
                 // Nothing may follow a close frame (RFC 6455 §5.5.1).
@@ -532,6 +521,13 @@ impl Connection {
             if self.frame.is_none() {
                 self.check_small_messages();
                 if self.deferred > 0 {
+                    // Whole small messages and nothing else, behind nothing still queued,
+                    // stay in the buffer and are handed out from it: no event is built,
+                    // stored and taken back for them. Otherwise they are queued, so the
+                    // general path below starts at the front of the buffer as usual.
+                    if usize::from(self.deferred) == self.read.len() && self.events.is_empty() {
+                        return Ok(());
+                    }
                     self.queue_deferred();
                     continue;
                 }
